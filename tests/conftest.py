@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny synthetic MVTec-layout dataset made once per session, offline W&B."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: W&B writes offline runs that the tests read back.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = REPO / "configs" / "smoke.yaml"
+
+#: Counts of the smoke config: enough for every class in every split, small enough to be instant.
+SMOKE_COUNTS = {"train/good": 4, "test/good": 6, "test/crack": 6, "test/cut": 6, "test/hole": 6, "test/print": 6}
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory) -> Path:
+    """Dataset root (holding ``hazelnut/``) of the smoke config's synthetic set, generated once."""
+    from xai_lightning.data.synthetic import SyntheticConfig, generate_synthetic_mvtec
+
+    root = tmp_path_factory.mktemp("synthetic-smoke")
+    generate_synthetic_mvtec(root, SyntheticConfig(size=96, seed=0, counts=SMOKE_COUNTS))
+    return root
+
+
+@pytest.fixture
+def dataset_copy(smoke_root, tmp_path) -> Path:
+    """A private copy of the smoke dataset root that a test may damage."""
+    target = tmp_path / "data"
+    shutil.copytree(smoke_root, target)
+    return target
+
+
+def smoke_args(data_root: Path, experiment_dir: Path, *extra: str) -> list[str]:
+    """train.py arguments for the smoke config writing only under the given folders."""
+    return ["--config", str(SMOKE_CONFIG), "--data.root", str(data_root), "--experiment_dir", str(experiment_dir), *extra]

@@ -1,0 +1,82 @@
+"""The MVTec reader pairs images with masks and rejects every kind of broken dataset with a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from xai_lightning.data.mvtec import build_index, list_categories, list_classes
+from xai_lightning.errors import DatasetError
+from conftest import SMOKE_COUNTS
+
+
+def test_index_pairs_every_defect_image_with_its_mask(smoke_root):
+    index = build_index(smoke_root, "hazelnut")
+    assert len(index) == sum(SMOKE_COUNTS.values())
+    assert index.groupby(["mvtec_split", "label"]).size().to_dict() == {
+        tuple(key.split("/")): count for key, count in SMOKE_COUNTS.items()
+    }
+    defects = index[index["label"] != "good"]
+    for row in defects.itertuples():
+        image, mask = Path(row.image_path), Path(row.mask_path)
+        assert mask == image.parents[2] / "ground_truth" / row.label / f"{image.stem}_mask.png"
+    assert index.loc[index["label"] == "good", "mask_path"].isna().all()
+    assert index["image_id"].is_unique
+
+
+def test_categories_and_classes(smoke_root):
+    assert list_categories(smoke_root) == ["hazelnut"]
+    assert list_classes(smoke_root, "hazelnut") == ["crack", "cut", "good", "hole", "print"]
+
+
+def test_missing_root_names_path_and_fix(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist") as error:
+        build_index(tmp_path / "nowhere", "hazelnut")
+    assert str(tmp_path / "nowhere") in str(error.value)
+    assert "data.source: synthetic" in str(error.value)
+
+
+def test_empty_root(tmp_path):
+    with pytest.raises(DatasetError, match="is empty"):
+        build_index(tmp_path, "hazelnut")
+
+
+def test_missing_category_lists_those_found(dataset_copy):
+    with pytest.raises(DatasetError, match="Category 'screw' not found") as error:
+        build_index(dataset_copy, "screw")
+    assert "hazelnut" in str(error.value) and "data.category" in str(error.value)
+
+
+def test_defect_image_without_mask(dataset_copy):
+    mask = dataset_copy / "hazelnut" / "ground_truth" / "cut" / "002_mask.png"
+    mask.unlink()
+    with pytest.raises(DatasetError, match="has no mask") as error:
+        build_index(dataset_copy, "hazelnut")
+    assert str(mask) in str(error.value)
+    assert str(dataset_copy / "hazelnut" / "test" / "cut" / "002.png") in str(error.value)
+
+
+def test_mask_of_another_size(dataset_copy):
+    mask = dataset_copy / "hazelnut" / "ground_truth" / "hole" / "001_mask.png"
+    Image.new("L", (50, 40)).save(mask)
+    with pytest.raises(DatasetError, match="50x40") as error:
+        build_index(dataset_copy, "hazelnut")
+    assert str(mask) in str(error.value) and "001.png" in str(error.value)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_image_file(dataset_copy, damage):
+    image = dataset_copy / "hazelnut" / "test" / "print" / "003.png"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a png at all" * 10)
+    with pytest.raises(DatasetError, match="Cannot read image file") as error:
+        build_index(dataset_copy, "hazelnut")
+    assert str(image) in str(error.value)
+
+
+def test_corrupt_files_pass_unchecked_when_verification_is_off(dataset_copy):
+    image = dataset_copy / "hazelnut" / "test" / "print" / "003.png"
+    image.write_bytes(b"garbage")
+    assert len(build_index(dataset_copy, "hazelnut", verify_images=False)) == sum(SMOKE_COUNTS.values())

@@ -1,0 +1,95 @@
+"""End to end: train.py on the smoke config writes checkpoints, a manifest and an offline W&B run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import smoke_args
+from xai_lightning.cli import main
+from xai_lightning.errors import ConfigError, DatasetError
+from xai_lightning.models import MultiTaskClassifier
+from xai_lightning.tracking import read_wandb_history
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_root, tmp_path_factory):
+    """One smoke fit (+ test of the best checkpoint), shared by the checks below."""
+    experiment = tmp_path_factory.mktemp("experiment")
+    cli = main(smoke_args(smoke_root, experiment))
+    return cli, experiment / "seed0"
+
+
+def _history(run_dir: Path) -> pd.DataFrame:
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    return read_wandb_history(wandb_dir)
+
+
+def test_fit_writes_checkpoints_config_split_and_manifest(smoke_run):
+    cli, run_dir = smoke_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).parent == run_dir / "checkpoints"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["backbone"] == "resnet18" and config["seed_everything"] == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["seed"] == 0
+    assert manifest["data"]["kind"] == "synthetic"
+    assert manifest["packages"]["torch"] == torch.__version__.split("+")[0] or manifest["packages"]["torch"]
+    assert set(manifest["git"]) == {"commit", "dirty", "checkout"}
+    split = pd.read_csv(run_dir / "split.csv")
+    assert len(split) == 30 and set(split["split"]) == {"train", "val", "test"}
+    assert manifest["data"]["split_counts"]["val"]["crack"] == 2
+
+
+def test_offline_wandb_run_holds_the_metrics_of_every_split(smoke_run):
+    _, run_dir = smoke_run
+    history = _history(run_dir)
+    for split in ("train", "val", "test"):
+        for metric in ("loss", "loss_ce", "loss_bce", "acc", "balanced_acc", "seg_iou", "acc/crack", "acc/print"):
+            assert f"{split}/{metric}" in history.columns, f"{split}/{metric} not logged"
+    val = history.dropna(subset=["val/loss"])
+    assert len(val) == 2  # one validation per epoch, the sanity check is not logged
+    loss = val[["val/loss", "val/loss_ce", "val/loss_bce"]].to_numpy()
+    assert loss[:, 0] == pytest.approx(loss[:, 1] + loss[:, 2], rel=1e-5)  # λ = 1 in the smoke config
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    assert {"config.yaml", "manifest.json", "split.csv"} <= {p.name for p in (wandb_dir / "files").iterdir()}
+
+
+def test_logged_test_accuracy_matches_a_recomputation_from_the_best_checkpoint(smoke_run, smoke_root):
+    cli, run_dir = smoke_run
+    logged = _history(run_dir).dropna(subset=["test/acc"]).iloc[-1]
+    model = MultiTaskClassifier.load_from_checkpoint(cli.trainer.checkpoint_callback.best_model_path).eval()
+    data = cli.datamodule
+    correct = total = 0
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            correct += (model(batch["image"]).logits.argmax(1) == batch["label"]).sum().item()
+            total += len(batch["label"])
+    assert total == 10
+    assert logged["test/acc"] == pytest.approx(correct / total)
+
+
+def test_same_config_and_seed_give_the_same_numbers(smoke_run, smoke_root, tmp_path):
+    _, run_dir = smoke_run
+    main(smoke_args(smoke_root, tmp_path, "--test_after_fit", "false"))
+    columns = ["val/loss", "val/acc", "train/loss", "val/seg_iou"]
+    first = _history(run_dir).dropna(subset=["val/loss"])[columns].reset_index(drop=True)
+    again = _history(tmp_path / "seed0").dropna(subset=["val/loss"])[columns].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_bad_input_stops_before_training(smoke_root, tmp_path):
+    with pytest.raises(ConfigError, match="seg_loss_weight"):
+        main(smoke_args(smoke_root, tmp_path, "--model.seg_loss_weight", "-1"))
+    with pytest.raises(ConfigError, match="Unknown backbone"):
+        main(smoke_args(smoke_root, tmp_path, "--model.backbone", "vgg0"))
+    with pytest.raises(DatasetError, match="does not exist"):
+        main(smoke_args(tmp_path / "missing", tmp_path, "--data.source", "mvtec"))
+    assert not list(tmp_path.glob("*/checkpoints/*.ckpt"))

@@ -1,0 +1,162 @@
+"""LightningDataModule for an MVTec AD category (real, or the synthetic stand-in written in its layout).
+
+It indexes and checks the data, makes the seeded stratified split, and serves the three splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from xai_lightning.data.dataset import DefectDataset
+from xai_lightning.data.mvtec import GOOD, build_index, list_classes
+from xai_lightning.data.splits import SPLITS, SplitConfig, split_summary, stratified_split
+from xai_lightning.data.synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_mvtec, is_synthetic
+from xai_lightning.data.transforms import AugmentationConfig, eval_transform, train_transform
+from xai_lightning.errors import ConfigError, DatasetError
+
+Source = Literal["mvtec", "synthetic"]
+
+
+class MVTecDataModule(pl.LightningDataModule):
+    """Images, defect masks and class labels of one MVTec AD category, split into train / val / test.
+
+    Args:
+        root: folder that holds the category folders (``<root>/hazelnut/train/good/...``).
+        category: the MVTec category; its ``test/`` sub-folders are the classes.
+        source: ``mvtec`` reads real data and never writes; ``synthetic`` generates the stand-in set
+            into ``root`` on first use (labelled synthetic in every log and manifest).
+        image_size: images and masks are resized to this square size.
+        batch_size: training batch size; evaluation uses ``eval_batch_size`` (default: the same).
+        num_workers: DataLoader worker processes.
+        split: fractions and seed of the stratified split.
+        augmentation: training augmentation (evaluation is always deterministic).
+        synthetic: options of the synthetic generator (image size, counts, seed); ``source: synthetic`` only.
+        verify_images: decode-check every file when indexing (catches corrupt files before training).
+    """
+
+    def __init__(
+        self,
+        root: str = "data/mvtec_anomaly_detection",
+        category: str = "hazelnut",
+        source: Source = "mvtec",
+        image_size: int = 224,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        split: SplitConfig = SplitConfig(),
+        augmentation: AugmentationConfig = AugmentationConfig(),
+        synthetic: SyntheticConfig = SyntheticConfig(size=256),
+        verify_images: bool = True,
+    ) -> None:
+        super().__init__()
+        if source not in ("mvtec", "synthetic"):
+            raise ConfigError(f"`data.source` is '{source}'; use 'mvtec' (real data) or 'synthetic'.")
+        if image_size < 32:
+            raise ConfigError(f"`data.image_size` is {image_size}; use at least 32 pixels.")
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ConfigError("`data.batch_size` and `data.eval_batch_size` must be positive.")
+        self.root = Path(root)
+        self.category = category
+        self.source = source
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.split_config = split
+        self.augmentation = augmentation
+        self.synthetic = dataclasses.replace(synthetic, category=category)
+        self.verify_images = verify_images
+        self.split_frame: pd.DataFrame | None = None
+        self.save_hyperparameters()
+
+    # ------------------------------------------------------------------ what the data is
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order: the category's ``test/`` folders, sorted (hazelnut: crack, cut, good, hole, print)."""
+        if self.source == "synthetic" and not (self.root / self.category).is_dir():
+            return sorted([GOOD, *DEFECT_TYPES])
+        return list_classes(self.root, self.category)
+
+    @property
+    def is_synthetic(self) -> bool:
+        """True when the data on disk was written by the synthetic generator (whatever ``source`` says)."""
+        return self.source == "synthetic" or is_synthetic(self.root)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run trained on, for the manifest and the logger."""
+        info: dict[str, Any] = {
+            "root": str(self.root.resolve()),
+            "category": self.category,
+            "kind": "synthetic" if self.is_synthetic else "mvtec",
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+        }
+        if self.is_synthetic:
+            info["synthetic"] = dataclasses.asdict(self.synthetic)
+        if self.split_frame is not None:
+            info["split_counts"] = split_summary(self.split_frame).to_dict()
+        return info
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Write the synthetic set on first use (rank 0 only; other ranks wait for it)."""
+        if self.source != "synthetic":
+            return
+        if (self.root / self.category).is_dir() and not is_synthetic(self.root):
+            raise DatasetError(
+                f"'{self.root / self.category}' exists and was not written by the synthetic generator (no "
+                f"SYNTHETIC.json in '{self.root}'). It may be real data: set `data.source: mvtec` to use it, or point "
+                "`data.root` elsewhere for synthetic data."
+            )
+        generate_synthetic_mvtec(self.root, self.synthetic, progress=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index, check and split the data once; the same data seed gives the same split."""
+        if self.split_frame is not None:
+            return
+        if self.source == "mvtec" and is_synthetic(self.root):
+            warnings.warn(
+                f"'{self.root}' holds SYNTHETIC data (it has SYNTHETIC.json); results are labelled synthetic.",
+                stacklevel=2,
+            )
+        index = build_index(self.root, self.category, verify_images=self.verify_images)
+        self.split_frame = stratified_split(index, self.split_config)
+
+    def frame(self, split: str) -> pd.DataFrame:
+        """Rows of one split (``train``, ``val`` or ``test``); index = row id in the split table."""
+        if split not in SPLITS:
+            raise ConfigError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
+        if self.split_frame is None:
+            self.setup()
+        return self.split_frame[self.split_frame["split"] == split]
+
+    def dataset(self, split: str, augment: bool = False) -> DefectDataset:
+        """A split as a Dataset; ``augment`` applies the training augmentation (reseeded per sample)."""
+        transform = train_transform(self.image_size, self.augmentation) if augment else eval_transform(self.image_size)
+        return DefectDataset(self.frame(split), self.class_names, transform, reseed=augment)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
+
+    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )

@@ -1,0 +1,79 @@
+"""A torch Dataset over rows of the sample index: decoded image, binary mask and class label."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from xai_lightning.data.mvtec import has_mask
+
+
+class Sample(TypedDict):
+    """One item; batches are the same keys with a leading batch dimension."""
+
+    image: torch.Tensor  # (3, H, W) float, normalised
+    mask: torch.Tensor  # (1, H, W) float in {0, 1}
+    label: torch.Tensor  # () long, index into the class names
+    index: torch.Tensor  # () long, row of the split table: ties results back to image ids
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 array (H, W, 3)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def load_mask(path: str | None, size_hw: tuple[int, int]) -> np.ndarray:
+    """Binary uint8 mask (H, W); all zeros when ``path`` is None (``good`` images have no mask).
+
+    MVTec masks hold 0 and 255; ``> 0`` keeps any non-zero value as defect (dividing by 255 and
+    casting to an integer type would empty masks stored with values below 255).
+    """
+    if not has_mask(path):
+        return np.zeros(size_hw, dtype=np.uint8)
+    with Image.open(path) as mask:
+        return (np.asarray(mask.convert("L")) > 0).astype(np.uint8)
+
+
+class DefectDataset(Dataset):
+    """Images of one split with their masks and labels, transformed by an albumentations pipeline.
+
+    Args:
+        frame: rows of the split table (``image_path``, ``mask_path``, ``label``), index = row id.
+        class_names: label order; ``label`` values are mapped to their position here.
+        transform: albumentations pipeline taking ``image`` and ``mask``.
+        reseed: draw each sample's augmentation seed from torch's RNG. albumentations keeps its own
+            generator that global seeding does not reach; torch's RNG is seeded per worker by
+            Lightning, so this makes random augmentation reproducible for a given seed.
+    """
+
+    def __init__(self, frame: pd.DataFrame, class_names: list[str], transform: A.Compose, reseed: bool = False):
+        self.frame = frame
+        self.class_to_idx = {name: i for i, name in enumerate(class_names)}
+        self.transform = transform
+        self.reseed = reseed
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, position: int) -> Sample:
+        row = self.frame.iloc[position]
+        image = load_image(row["image_path"])
+        mask = load_mask(row["mask_path"], image.shape[:2])
+        if self.reseed:
+            self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        out = self.transform(image=image, mask=mask)
+        # Nearest resizing keeps {0, 1}; binarise again so any interpolating transform cannot leak 0.5s.
+        mask_t = torch.as_tensor(out["mask"] > 0, dtype=torch.float32).unsqueeze(0)
+        return Sample(
+            image=out["image"],
+            mask=mask_t,
+            label=torch.tensor(self.class_to_idx[row["label"]], dtype=torch.long),
+            index=torch.tensor(int(self.frame.index[position]), dtype=torch.long),
+        )

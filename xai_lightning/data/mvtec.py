@@ -1,0 +1,156 @@
+"""Read an MVTec AD category from disk into a checked index of samples.
+
+The index is a pandas DataFrame (one row per image) that every later stage works from;
+building it verifies the folder layout, the image/mask pairing and the files themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from xai_lightning.errors import DatasetError
+
+GOOD = "good"
+MVTEC_URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+#: Columns of the sample index, in order.
+INDEX_COLUMNS = ["image_id", "image_path", "mask_path", "label", "mvtec_split", "category"]
+
+
+def has_mask(mask_path: object) -> bool:
+    """Whether an index entry names a mask file (``good`` images have none: None or NaN in pandas)."""
+    return isinstance(mask_path, str) and bool(mask_path)
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Names of the category folders (those holding ``train/`` and ``test/``) under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
+
+
+def list_classes(root: str | Path, category: str) -> list[str]:
+    """Class names of a category: the folders under ``test/`` (``good`` plus the defect types), sorted."""
+    category_dir = _category_dir(Path(root), category)
+    return sorted(p.name for p in (category_dir / "test").iterdir() if p.is_dir())
+
+
+def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: bool = True) -> pd.DataFrame:
+    """Index every image of ``<root>/<category>`` and check it can be trained on.
+
+    Pairs each defect image ``test/<class>/<stem>.png`` with ``ground_truth/<class>/<stem>_mask.png``
+    (the MVTec convention); ``good`` images get no mask path (an all-zero mask is used).
+    Raises :class:`DatasetError` naming the file when a defect image has no mask, a mask's size
+    differs from its image's, or (with ``verify_images``) a file cannot be decoded.
+
+    >>> index = build_index("data/synthetic", "hazelnut")  # doctest: +SKIP
+    >>> index.groupby(["mvtec_split", "label"]).size()  # doctest: +SKIP
+    """
+    root = Path(root)
+    category_dir = _category_dir(root, category)
+    rows: list[dict] = []
+    for mvtec_split in ("train", "test"):
+        for class_dir in sorted(p for p in (category_dir / mvtec_split).iterdir() if p.is_dir()):
+            for image_path in _images_in(class_dir):
+                label = class_dir.name
+                mask_path = None if label == GOOD else _mask_for(category_dir, label, image_path)
+                rows.append(
+                    {
+                        "image_id": f"{mvtec_split}/{label}/{image_path.stem}",
+                        "image_path": str(image_path),
+                        "mask_path": None if mask_path is None else str(mask_path),
+                        "label": label,
+                        "mvtec_split": mvtec_split,
+                        "category": category,
+                    }
+                )
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    if index.empty:
+        raise DatasetError(f"No images found under '{category_dir}'. Expected PNG files in train/good/ and test/<class>/.")
+    if not (index["mvtec_split"] == "test").any() or not (index["label"] != GOOD).any():
+        raise DatasetError(
+            f"'{category_dir / 'test'}' holds no defect images; the classification task needs test/<defect>/ "
+            "folders with their masks in ground_truth/<defect>/."
+        )
+    if verify_images:
+        check_files(index)
+    return index
+
+
+def check_files(index: pd.DataFrame) -> None:
+    """Decode-check every image and mask and check that each mask has its image's size.
+
+    PIL's ``verify()`` walks every PNG chunk and its checksum without decoding pixels, so it catches
+    truncated and corrupt files for a fraction of a full decode.
+    """
+    for row in index.itertuples(index=False):
+        image_size = _verified_size(Path(row.image_path))
+        if has_mask(row.mask_path):
+            mask_size = _verified_size(Path(row.mask_path))
+            if mask_size != image_size:
+                raise DatasetError(
+                    f"Mask '{row.mask_path}' is {mask_size[0]}x{mask_size[1]} but its image '{row.image_path}' is "
+                    f"{image_size[0]}x{image_size[1]}. A mask must have its image's size: re-export the mask, "
+                    "or remove the pair from the dataset."
+                )
+
+
+def _category_dir(root: Path, category: str) -> Path:
+    if not root.exists():
+        raise DatasetError(
+            f"Dataset root '{root}' does not exist. Download MVTec AD ({MVTEC_URL}) and extract it so that "
+            f"'{root / category / 'train' / GOOD}' exists, or set `data.source: synthetic` to generate a "
+            "synthetic stand-in there."
+        )
+    if not root.is_dir() or not any(root.iterdir()):
+        raise DatasetError(
+            f"Dataset root '{root}' is empty. Extract MVTec AD there (so that '{root / category}' exists), "
+            "or set `data.source: synthetic`."
+        )
+    category_dir = root / category
+    if not category_dir.is_dir():
+        found = list_categories(root)
+        hint = f"Categories found there: {', '.join(found)}." if found else "No MVTec category folder was found there."
+        raise DatasetError(
+            f"Category '{category}' not found under '{root}'. {hint} Set `data.category` to one of them or "
+            f"point `data.root` at the folder that holds '{category}/'."
+        )
+    for sub in ("train", "test"):
+        if not (category_dir / sub).is_dir():
+            raise DatasetError(
+                f"'{category_dir / sub}' is missing: an MVTec AD category holds train/good/, test/<class>/ and "
+                "ground_truth/<defect>/. Re-extract the dataset."
+            )
+    return category_dir
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _mask_for(category_dir: Path, label: str, image_path: Path) -> Path:
+    mask_path = category_dir / "ground_truth" / label / f"{image_path.stem}_mask.png"
+    if not mask_path.is_file():
+        raise DatasetError(
+            f"Defect image '{image_path}' has no mask: expected '{mask_path}'. Every image in test/<defect>/ needs "
+            f"ground_truth/<defect>/<stem>_mask.png; restore the mask or remove the image."
+        )
+    return mask_path
+
+
+def _verified_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(
+            f"Cannot read image file '{path}' ({type(error).__name__}: {error}). The file is corrupt or not an "
+            "image: re-extract it from the dataset archive or remove it."
+        ) from error
+    return size

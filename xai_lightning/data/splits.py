@@ -1,0 +1,114 @@
+"""Seeded, stratified train / val / test split of the classification task.
+
+MVTec only labels defects in its test folder, so the classification task re-splits the labelled
+images; the split is a column of the sample index and is saved with every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from xai_lightning.data.mvtec import GOOD
+from xai_lightning.errors import ConfigError, DatasetError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the labelled images are divided.
+
+    Attributes:
+        val_fraction: share of each class that goes to validation.
+        test_fraction: share of each class that goes to test; the rest trains.
+        max_train_good: how many images of MVTec's ``train/good`` join the pool of ``good`` images
+            (a seeded sample; 0 keeps the classes close to balanced).
+        seed: the data seed; the same seed gives the same split.
+    """
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_train_good: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"`data.split.{name}` is {value}; it must lie in [0, 1).")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"`data.split.val_fraction` + `data.split.test_fraction` = {self.val_fraction + self.test_fraction:g}"
+                " leaves nothing to train on; keep their sum below 1."
+            )
+        if self.max_train_good < 0:
+            raise ConfigError(f"`data.split.max_train_good` is {self.max_train_good}; use 0 or a positive count.")
+
+
+def stratified_split(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
+    """Return the labelled pool of ``index`` with a ``split`` column (train / val / test).
+
+    The pool is every image of MVTec's ``test/`` plus up to ``max_train_good`` of ``train/good``.
+    Each class is shuffled with its own seeded generator and cut by the fractions (largest-remainder
+    rounding), so adding images of one class never moves the images of another.
+    Raises :class:`DatasetError` when a split with a positive fraction would get no image of a class.
+    """
+    pool = index[index["mvtec_split"] == "test"]
+    if config.max_train_good:
+        train_good = index[(index["mvtec_split"] == "train") & (index["label"] == GOOD)].sort_values("image_id")
+        take = min(config.max_train_good, len(train_good))
+        rng = np.random.default_rng([config.seed, 1])
+        pool = pd.concat([pool, train_good.iloc[np.sort(rng.choice(len(train_good), take, replace=False))]])
+
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    fractions["train"] = 1.0 - config.val_fraction - config.test_fraction
+    parts = []
+    for class_id, (label, rows) in enumerate(sorted(pool.groupby("label"), key=lambda item: item[0])):
+        rows = rows.sort_values("image_id")
+        order = np.random.default_rng([config.seed, 0, class_id]).permutation(len(rows))
+        counts = _allocate(len(rows), fractions)
+        for split, count in counts.items():
+            if count == 0 and fractions[split] > 0:
+                raise DatasetError(_empty_split_message(label, len(rows), split, config))
+        labels = np.repeat(list(counts), list(counts.values()))
+        part = rows.iloc[order].assign(split=labels)
+        parts.append(part)
+    split = pd.concat(parts).sort_values(["split", "label", "image_id"], key=_split_order).reset_index(drop=True)
+    return split
+
+
+def split_summary(split: pd.DataFrame) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), for logs and the run manifest."""
+    table = split.groupby(["label", "split"]).size().unstack(fill_value=0)
+    return table.reindex(columns=[s for s in SPLITS if s in table.columns])
+
+
+def _empty_split_message(label: str, n_images: int, split: str, config: SplitConfig) -> str:
+    fix = (
+        f"raise `data.split.{split}_fraction`"
+        if split != "train"
+        else "lower `data.split.val_fraction` / `data.split.test_fraction`"
+    )
+    return (
+        f"Class '{label}' has {n_images} image(s); the split (val {config.val_fraction:g}, test "
+        f"{config.test_fraction:g}) leaves it no image in '{split}'. To fix it, {fix}, or add images of that class."
+    )
+
+
+def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Cut ``n`` items by ``fractions`` with largest-remainder rounding (counts sum to ``n``)."""
+    exact = {split: n * fractions[split] for split in SPLITS}
+    counts = {split: int(np.floor(value)) for split, value in exact.items()}
+    by_remainder = sorted(SPLITS, key=lambda s: (-(exact[s] - counts[s]), SPLITS.index(s)))
+    for split in by_remainder[: n - sum(counts.values())]:
+        counts[split] += 1
+    return counts
+
+
+def _split_order(column: pd.Series) -> pd.Series:
+    if column.name == "split":
+        return column.map(SPLITS.index)
+    return column
