@@ -93,3 +93,16 @@ def test_bad_input_stops_before_training(smoke_root, tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         main(smoke_args(tmp_path / "missing", tmp_path, "--data.source", "mvtec"))
     assert not list(tmp_path.glob("*/checkpoints/*.ckpt"))
+
+
+def test_evaluate_rescores_the_best_checkpoint_like_the_training_run(smoke_run):
+    from xai_lightning.evaluate import main as evaluate
+
+    _, run_dir = smoke_run
+    table = evaluate([str(run_dir.parent), "--out", str(run_dir.parent / "eval")])
+    assert set(table["split"]) == {"train", "val", "test"}
+    logged = _history(run_dir).dropna(subset=["test/acc"]).iloc[-1]
+    test = table[table["split"] == "test"].set_index("metric")["value"]
+    for metric in ("acc", "balanced_acc", "loss", "seg_iou", "acc/crack"):
+        assert test[metric] == pytest.approx(logged[f"test/{metric}"], rel=1e-5, abs=1e-6)
+    assert (run_dir.parent / "eval" / "metrics.csv").is_file()

@@ -108,7 +108,7 @@ class MultiTaskClassifier(pl.LightningModule):
             "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         )
         # "train" cannot be a ModuleDict key (it shadows nn.Module.train), hence the suffix.
-        self.split_metrics = nn.ModuleDict({f"{split}_metrics": self._make_metrics() for split in ("train", "val", "test")})
+        self.split_metrics = nn.ModuleDict({f"{split}_metrics": self.make_metrics() for split in ("train", "val", "test")})
 
     @property
     def num_classes(self) -> int:
@@ -160,7 +160,7 @@ class MultiTaskClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ internals
-    def _make_metrics(self) -> MetricCollection:
+    def make_metrics(self) -> MetricCollection:
         n = len(self.class_names)
         return MetricCollection(
             {
@@ -181,16 +181,27 @@ class MultiTaskClassifier(pl.LightningModule):
         parts = multitask_loss(
             out.logits, out.mask_logits, batch["label"], batch["mask"], self.hparams.seg_loss_weight, self.class_weights
         )
-        metrics = self.split_metrics[f"{split}_metrics"]
-        n = len(batch["label"])
+        self.update_metrics(self.split_metrics[f"{split}_metrics"], batch, out, parts)
+        return parts.loss
+
+    def update_metrics(
+        self, metrics: MetricCollection, batch: Sample, out: MultiTaskOutput | None = None, parts=None
+    ) -> None:
+        """Accumulate one batch into a metric collection (made by ``make_metrics``); runs forward if needed."""
         with torch.no_grad():
+            out = out if out is not None else self(batch["image"])
+            if parts is None:
+                parts = multitask_loss(
+                    out.logits, out.mask_logits, batch["label"], batch["mask"], self.hparams.seg_loss_weight,
+                    self.class_weights,
+                )
+            n = len(batch["label"])
             for name, value in zip(("loss", "loss_ce", "loss_bce"), parts):
                 metrics[name].update(value.detach(), weight=n)
             predictions = out.logits.argmax(dim=1)
             for name in ("acc", "balanced_acc", "class_acc"):
                 metrics[name].update(predictions, batch["label"])
             metrics["seg_iou"].update(torch.sigmoid(out.mask_logits), batch["mask"].long())
-        return parts.loss
 
     def _log_epoch_metrics(self, split: str) -> None:
         metrics = self.split_metrics[f"{split}_metrics"]

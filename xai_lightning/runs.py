@@ -1,0 +1,87 @@
+"""Find finished runs in an experiment directory and load what they saved (config, data, checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pytorch_lightning.cli import LightningArgumentParser
+
+from xai_lightning.callbacks.run_manifest import CONFIG_FILE
+from xai_lightning.data.datamodule import MVTecDataModule
+from xai_lightning.errors import DatasetError
+from xai_lightning.models.multitask import MultiTaskClassifier
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run on disk: ``<experiment_dir>/<run_name>/`` with config.yaml and checkpoints/."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> dict:
+        return yaml.safe_load((self.path / CONFIG_FILE).read_text())
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed_everything")
+
+    def checkpoint(self, which: Literal["best", "last"] = "best") -> Path:
+        """Path of the best (lowest monitored value, as ModelCheckpoint kept it) or the last checkpoint."""
+        folder = self.path / "checkpoints"
+        last = folder / "last.ckpt"
+        if which == "last":
+            if not last.is_file():
+                raise DatasetError(f"Run '{self.path}' has no '{last.name}'; did it finish an epoch?")
+            return last
+        candidates = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
+        if not candidates:
+            raise DatasetError(f"Run '{self.path}' has no checkpoint in '{folder}'; did it finish an epoch?")
+        if last.is_file():
+            import torch
+
+            state = torch.load(last, map_location="cpu", weights_only=False)
+            for callback_state in state.get("callbacks", {}).values():
+                best = callback_state.get("best_model_path") if isinstance(callback_state, dict) else None
+                if best and Path(best).name in {p.name for p in candidates}:
+                    return folder / Path(best).name
+        return candidates[-1]
+
+    def load_model(self, which: Literal["best", "last"] = "best") -> MultiTaskClassifier:
+        path = self.checkpoint(which)
+        try:
+            return MultiTaskClassifier.load_from_checkpoint(path, map_location="cpu")
+        except Exception as error:  # a checkpoint from another code version, a truncated file, ...
+            raise DatasetError(f"Checkpoint '{path}' does not load ({type(error).__name__}: {error}).") from error
+
+    def load_datamodule(self) -> MVTecDataModule:
+        """The run's data module, rebuilt from its saved config (same root, split seed and sizes)."""
+        parser = LightningArgumentParser(exit_on_error=False)
+        parser.add_lightning_class_args(MVTecDataModule, "data", subclass_mode=False)
+        data_config = parser.parse_object({"data": self.config["data"]})
+        return parser.instantiate_classes(data_config).data
+
+
+def find_runs(experiment_dir: str | Path) -> list[Run]:
+    """Runs under ``experiment_dir`` (or the run itself when it is one), sorted by name.
+
+    A run counts once it saved its config and at least one checkpoint.
+    """
+    root = Path(experiment_dir)
+    if not root.is_dir():
+        raise DatasetError(f"Experiment directory '{root}' does not exist.")
+    folders = [root] if (root / CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
+    runs = [Run(p) for p in folders if (p / CONFIG_FILE).is_file() and any((p / "checkpoints").glob("*.ckpt"))]
+    if not runs:
+        raise DatasetError(
+            f"No finished run in '{root}': a run folder holds config.yaml and checkpoints/*.ckpt. "
+            "Train one with `python train.py --config ... --experiment_dir " + str(root) + "`."
+        )
+    return runs
