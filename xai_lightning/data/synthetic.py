@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 from PIL import Image, ImageDraw
 
 from xai_lightning.errors import ConfigError, DatasetError
@@ -609,7 +610,8 @@ def generate_synthetic_mvtec(
     # The marker goes first so that an interrupted run is recognised as ours and resumed.
     (out / MARKER_FILE).write_text(json.dumps(_marker(config), indent=2) + "\n")
     planned = list(_planned(config))
-    for done, (split, label, index) in enumerate(planned, start=1):
+    bar = tqdm(planned, desc=f"synthetic {config.category}", unit="image", disable=not progress, file=sys.stderr)
+    for split, label, index in bar:
         image_path = category_dir / _image_path(split, label, index)
         mask_path = category_dir / _mask_path(label, index)
         if image_path.is_file() and (label == "good" or mask_path.is_file()):
@@ -620,10 +622,6 @@ def generate_synthetic_mvtec(
             # Mask before image: a present image then always implies a present mask.
             _save_png(mask.astype(np.uint8) * 255, mask_path)
         _save_png(image, image_path)
-        if progress:
-            print(f"\rsynthetic {config.category}: {done}/{len(planned)}", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
     return category_dir
 
 

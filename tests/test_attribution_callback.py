@@ -1,0 +1,175 @@
+"""AttributionCallback: logged keys read back from W&B, failure isolation, resume, and DDP equality."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from conftest import smoke_args
+from xai_lightning.callbacks import AttributionCallback
+from xai_lightning.callbacks.attribution import _winners
+from xai_lightning.cli import main
+from xai_lightning.data.datamodule import MVTecDataModule
+from xai_lightning.data.splits import SplitConfig
+from xai_lightning.explain.base import Explainer, register_explainer
+from xai_lightning.models import MultiTaskClassifier
+from xai_lightning.tracking import read_wandb_history
+
+pytestmark = pytest.mark.slow
+
+
+@register_explainer
+class _AlwaysFails(Explainer):
+    """A method that raises, as a buggy third-party explainer would."""
+
+    name = "test_always_fails"
+    reduction = "none"
+
+    def attribute(self, images, targets):
+        raise RuntimeError("boom")
+
+
+@register_explainer
+class _ReturnsNaN(Explainer):
+    name = "test_returns_nan"
+    reduction = "none"
+
+    def attribute(self, images, targets):
+        return torch.full(images.shape[:1] + images.shape[-2:], float("nan"))
+
+
+METHODS = {
+    "gradcam": {},
+    "saliency": {},
+    "segmentation_head": {},
+    "random": {},
+    "test_always_fails": {},
+    "test_returns_nan": {},
+}
+
+
+def _overlay(tmp_path: Path, **init_args) -> Path:
+    args = {"methods": METHODS, "max_images_per_class": 2, "log_images": 3, **init_args}
+    config = {"trainer": {"callbacks": [{"class_path": "xai_lightning.callbacks.AttributionCallback", "init_args": args}]}}
+    path = tmp_path / "attribution.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def xai_run(smoke_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("xai")
+    cli = main(smoke_args(smoke_root, tmp / "exp", "--config", str(_overlay(tmp))))
+    run_dir = tmp / "exp" / "seed0"
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    return cli, run_dir, wandb_dir, read_wandb_history(wandb_dir)
+
+
+def test_fit_logs_tko_win_rate_and_localisation_metrics_per_split_and_class(xai_run):
+    _, _, _, history = xai_run
+    working = ["gradcam", "saliency", "segmentation_head", "random"]
+    for split in ("val", "test"):
+        for method in working:
+            for key in ("tko", "win_rate", "pointing_game", "relevance_mass", "otsu_iou", "pixel_auroc"):
+                assert f"xai/{split}/{key}/{method}" in history.columns, f"xai/{split}/{key}/{method}"
+            for defect in ("crack", "cut", "hole", "print"):
+                assert f"xai/{split}/tko/{defect}/{method}" in history.columns
+                assert f"xai/{split}/win_rate/{defect}/{method}" in history.columns
+    val = history.dropna(subset=["xai/val/tko/gradcam"])
+    assert len(val) == 2  # one pass per epoch, none in the sanity check
+    rates = val[[f"xai/val/win_rate/{m}" for m in working]].sum(axis=1)
+    assert rates.to_numpy() == pytest.approx([1.0, 1.0])
+    assert (val["xai/val/n_images"] == 8).all()  # 2 images per defect class
+    assert (val["xai/val/n_empty_mask_skipped"] == 2).all()  # the 2 good images of the val split
+    for key in (c for c in val.columns if c.startswith("xai/val/tko/")):
+        assert val[key].between(0, 1).all()
+
+
+def test_a_failing_method_is_reported_and_skipped_while_the_rest_goes_on(xai_run):
+    cli, run_dir, _, history = xai_run
+    val = history.dropna(subset=["xai/val/tko/gradcam"])
+    assert (val["xai/val/failed/test_always_fails"] == 1).all()
+    assert (val["xai/val/failed/test_returns_nan"] == 1).all()
+    assert (val["xai/val/failed/gradcam"] == 0).all()
+    assert "xai/val/tko/test_always_fails" not in history.columns
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # training finished
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, AttributionCallback))
+    assert "RuntimeError: boom" in callback.history[0]["failed"]["test_always_fails"]
+
+
+def test_wandb_gets_heatmaps_and_a_per_image_table_and_the_run_dir_a_csv(xai_run):
+    _, run_dir, wandb_dir, history = xai_run
+    # Media records come back with their descriptor fields as nested keys.
+    heatmaps = history.dropna(subset=["xai/val/heatmaps/_type"]).iloc[0]
+    assert heatmaps["xai/val/heatmaps/_type"] == "images/separated" and heatmaps["xai/val/heatmaps/count"] == 3
+    assert heatmaps["xai/val/heatmaps/width"] == 64 * 5  # the image and 4 working methods side by side
+    assert all((wandb_dir / "files" / name).is_file() for name in heatmaps["xai/val/heatmaps/filenames"])
+    assert len(heatmaps["xai/val/heatmaps/all_masks"]) == 3  # ground-truth mask layer on each panel
+    table = history.dropna(subset=["xai/val/table/_type"]).iloc[0]
+    assert table["xai/val/table/_type"] == "table-file" and table["xai/val/table/nrows"] == 8
+    csv = pd.read_csv(run_dir / "xai" / "val_epoch001.csv")
+    assert len(csv) == 8 and {"image_id", "class", "prediction", "winner", "tko/gradcam"} <= set(csv.columns)
+    assert csv["winner"].notna().all()
+
+
+def test_history_survives_checkpoint_and_resume(xai_run, smoke_root, tmp_path):
+    cli, run_dir, _, _ = xai_run
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    (saved,) = [v for k, v in state.items() if k.startswith("AttributionCallback")]
+    assert [entry["epoch"] for entry in saved["history"] if entry["split"] == "val"] == [0, 1]
+    resumed = main(
+        smoke_args(
+            smoke_root, tmp_path, "--config", str(_overlay(tmp_path)), "--resume", str(run_dir / "checkpoints" / "last.ckpt"),
+            "--trainer.max_epochs", "3", "--test_after_fit", "false",
+        )
+    )
+    callback = next(c for c in resumed.trainer.callbacks if isinstance(c, AttributionCallback))
+    assert [entry["epoch"] for entry in callback.history if entry["split"] == "val"] == [0, 1, 2]
+
+
+def test_winners_share_ties_and_ignore_order():
+    frame = pd.DataFrame({"tko/a": [0.5, 0.2, math.nan], "tko/b": [0.5, 0.7, 0.1]})
+    assert _winners(frame, ["a", "b"]) == ["a=b", "b", ""]
+
+
+def test_image_set_is_seeded_and_capped_per_class(smoke_root):
+    data = MVTecDataModule(root=str(smoke_root), source="mvtec", image_size=64, split=SplitConfig(0.34, 0.33))
+    data.setup()
+    callback = AttributionCallback(methods=["random"], max_images_per_class=1, seed=3)
+    _, positions = callback.image_set(data, "val")
+    labels = data.frame("val").reset_index(drop=True).loc[positions, "label"]
+    assert sorted(labels) == ["crack", "cut", "hole", "print"]
+    assert callback.image_set(data, "val")[1] == positions
+
+
+def _validate(smoke_root, devices: int, strategy: str) -> dict[str, float]:
+    pl.seed_everything(0)
+    model = MultiTaskClassifier(backbone="resnet18")
+    data = MVTecDataModule(
+        root=str(smoke_root), source="mvtec", image_size=64, batch_size=4, num_workers=0,
+        split=SplitConfig(0.34, 0.33),
+    )
+    callback = AttributionCallback(
+        methods=["gradcam", "saliency", "segmentation_head", "random"], max_images_per_class=None, batch_size=3,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, strategy=strategy, callbacks=[callback], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    (metrics,) = trainer.validate(model, datamodule=data, verbose=False)
+    return {k: v for k, v in metrics.items() if k.startswith("xai/")}
+
+
+def test_ddp_with_two_processes_logs_the_same_win_rates_as_one(smoke_root):
+    single = _validate(smoke_root, 1, "auto")
+    double = _validate(smoke_root, 2, "ddp_spawn")
+    keys = [k for k in single if "/win_rate/" in k or "/tko/" in k]
+    assert any(k.endswith("win_rate/gradcam") for k in keys)
+    for key in keys:
+        assert double[key] == pytest.approx(single[key], abs=1e-6), key

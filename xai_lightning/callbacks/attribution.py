@@ -1,0 +1,481 @@
+"""AttributionCallback: while a model trains, score attribution maps against the defect masks.
+
+Every N validation epochs (and on test) it explains a fixed, seeded set of images with each
+configured method, scores the maps (Top-K overlap, win-rate, pointing game, …) with DDP-synced
+torchmetrics, logs scalars, heatmaps and a per-image table, and keeps a history that survives resume.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Subset
+from torchmetrics import Metric
+from tqdm.auto import tqdm
+
+from xai_lightning.data.mvtec import has_mask
+from xai_lightning.data.transforms import denormalize
+from xai_lightning.errors import ConfigError
+from xai_lightning.explain.base import Explainer, create_explainer
+from xai_lightning.metrics import (
+    OtsuIoU,
+    OtsuPrecision,
+    OtsuRecall,
+    PixelAUROC,
+    PointingGame,
+    RelevanceMassAccuracy,
+    TopKOverlap,
+    WinRate,
+    top_k_overlap,
+)
+from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
+
+#: Methods explained when the config names none: cheap gradient methods plus the two references.
+DEFAULT_METHODS: dict[str, dict[str, Any]] = {
+    "gradcam": {},
+    "saliency": {},
+    "integrated_gradients": {"n_steps": 16},
+    "segmentation_head": {},
+    "random": {},
+}
+
+#: Localisation metrics computed besides TKO, by their logged name. (TKO and win-rate always are.)
+EXTRA_METRICS = ("pointing_game", "relevance_mass", "otsu_iou", "otsu_precision", "otsu_recall", "pixel_auroc")
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass
+class PassResult:
+    """What one attribution pass produced (also what rank zero prints, logs and saves)."""
+
+    split: str
+    epoch: int
+    step: int
+    scalars: dict[str, float]
+    per_image: pd.DataFrame
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds_per_image: dict[str, float] = field(default_factory=dict)
+
+
+class AttributionCallback(pl.Callback):
+    """Explain a fixed image set during training and score the maps against the ground-truth masks.
+
+    Args:
+        methods: explainer names, or ``{display_name: options}``; options may carry ``method`` to use
+            one registry entry twice (``{ig_64: {method: integrated_gradients, n_steps: 64}}``).
+        every_n_epochs: run after every N-th validation epoch (always skipped in the sanity check).
+        splits: splits explained at those validation passes (``val``, and ``train`` on request);
+            the ``test`` split is explained whenever ``trainer.test`` runs.
+        on_train_end: run once more at the end of training if the last epoch had no pass.
+        max_images_per_class: a seeded sample of at most this many images per class (None: all).
+        include_good: also explain images with an empty mask; they take no part in the localisation
+            metrics and are counted in ``n_excluded``.
+        target: explain the ground-truth class (``label``) or the model's prediction (``prediction``).
+        seed: seeds the image sample and stochastic methods.
+        batch_size: images per attribution batch.
+        top_k: K of Top-K overlap: None for K = |mask|, a fraction of H·W, or a pixel count.
+        pointing_tolerance: pointing-game tolerance in pixels (TorchRay uses 15 at 224²).
+        log_images: how many images get a heatmap panel per pass (one W&B image each, all methods side by side).
+        output_dir: where per-image CSVs go (default ``<run dir>/xai``).
+    """
+
+    def __init__(
+        self,
+        methods: list[str] | dict[str, dict[str, Any]] | None = None,
+        every_n_epochs: int = 1,
+        splits: list[Split] = ["val"],  # noqa: B006 (jsonargparse needs a literal default)
+        on_train_end: bool = True,
+        max_images_per_class: int | None = 8,
+        include_good: bool = False,
+        target: Literal["label", "prediction"] = "label",
+        seed: int = 0,
+        batch_size: int = 8,
+        top_k: int | float | None = None,
+        pointing_tolerance: int = 0,
+        log_images: int = 8,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.methods = _method_specs(methods if methods is not None else DEFAULT_METHODS)
+        if every_n_epochs < 1:
+            raise ConfigError(f"`AttributionCallback.every_n_epochs` is {every_n_epochs}; use 1 or more.")
+        bad = [s for s in splits if s not in ("train", "val")]
+        if bad:
+            raise ConfigError(
+                f"`AttributionCallback.splits` has {bad}; validation passes explain 'train' and/or 'val' "
+                "(the test split is explained when trainer.test runs)."
+            )
+        if target not in ("label", "prediction"):
+            raise ConfigError(f"`AttributionCallback.target` is '{target}'; use 'label' or 'prediction'.")
+        if max_images_per_class is not None and max_images_per_class < 1:
+            raise ConfigError("`AttributionCallback.max_images_per_class` must be >= 1 or null (all images).")
+        self.every_n_epochs = every_n_epochs
+        self.splits = list(splits)
+        self.run_on_train_end = on_train_end
+        self.max_images_per_class = max_images_per_class
+        self.include_good = include_good
+        self.target = target
+        self.seed = seed
+        self.batch_size = batch_size
+        self.top_k = top_k
+        self.pointing_tolerance = pointing_tolerance
+        self.log_images = log_images
+        self.output_dir = output_dir
+        self.explainers: dict[str, Explainer] = {}
+        #: One summary per pass (epoch, split, TKO / win-rate per method, failures); saved in checkpoints.
+        self.history: list[dict[str, Any]] = []
+        self._last_pass_epoch: int | None = None
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(methods=sorted(self.methods), splits=self.splits)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Built here, before any training step, so an unknown method or option stops the run at once.
+        if not self.explainers:
+            self.explainers = {
+                display: create_explainer(spec["method"], pl_module, seed=self.seed, **spec["options"])
+                for display, spec in self.methods.items()
+            }
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        fitting = trainer.state.fn == "fit"
+        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        for split in self.splits if fitting else ["val"]:
+            result = self.run_pass(trainer, pl_module, split)
+            pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=False)
+        self._last_pass_epoch = trainer.current_epoch
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        result = self.run_pass(trainer, pl_module, "test")
+        pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last_epoch = trainer.current_epoch - 1 if trainer.current_epoch > 0 else 0
+        if not self.run_on_train_end or self._last_pass_epoch is not None and self._last_pass_epoch >= last_epoch:
+            return
+        for split in self.splits:
+            result = self.run_pass(trainer, pl_module, split)
+            # self.log is not allowed in on_train_end; the loggers take the same keys directly.
+            for logger in trainer.loggers:
+                logger.log_metrics(result.scalars, step=trainer.global_step)
+        self._last_pass_epoch = last_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "last_pass_epoch": self._last_pass_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self._last_pass_epoch = state_dict.get("last_pass_epoch")
+
+    # ------------------------------------------------------------------ one pass
+    def run_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> PassResult:
+        """Explain the split's image set with every method, score, log heatmaps and a table; return the scores."""
+        if not self.explainers:
+            self.setup(trainer, pl_module, "fit")
+        datamodule = trainer.datamodule
+        class_names = list(datamodule.class_names)
+        dataset, positions = self.image_set(datamodule, split)
+        rank, world = trainer.global_rank, trainer.world_size
+        # Each process explains its own shard; the metrics sum their states across processes.
+        loader = DataLoader(Subset(dataset, positions[rank::world]), batch_size=self.batch_size, num_workers=0)
+        device = pl_module.device
+        names = list(self.explainers)
+        metrics = {name: self._metrics(class_names, device) for name in names}
+        seconds = dict.fromkeys(names, 0.0)
+        errors: dict[str, str] = {}
+        rows: list[dict[str, Any]] = []
+        panels: list[dict[str, Any]] = []
+        frame = datamodule.frame(split)
+
+        progress = tqdm(
+            loader, desc=f"xai {split}", unit="batch", disable=rank != 0 or not trainer.is_global_zero, leave=False
+        )
+        for batch in progress:
+            images = batch["image"].to(device)
+            masks = batch["mask"].to(device)[:, 0] > 0
+            labels = batch["label"].to(device)
+            with torch.no_grad():
+                predictions = pl_module.classify(images).argmax(dim=1)
+            targets = labels if self.target == "label" else predictions
+            tko = torch.full((len(labels), len(names)), float("nan"), dtype=torch.float64, device=device)
+            maps_for_panels = {}
+            for m, name in enumerate(names):
+                if name in errors:
+                    continue
+                start = time.perf_counter()
+                try:
+                    maps = self.explainers[name].explain(images, targets)
+                    if not torch.isfinite(maps).all():
+                        raise FloatingPointError("the map holds NaN or infinite values")
+                except Exception as error:  # one method's failure must not stop training or the others
+                    errors[name] = f"{type(error).__name__}: {error}"
+                    rank_zero_warn(
+                        f"[xai] {name} failed on the {split} split and is skipped for this pass: {errors[name]}\n"
+                        + "".join(traceback.format_exception(error)[-3:])
+                    )
+                    continue
+                seconds[name] += time.perf_counter() - start
+                for metric in metrics[name].values():
+                    metric.update(maps, masks, labels)
+                tko[:, m] = top_k_overlap(maps, masks, k=self.top_k)
+                maps_for_panels[name] = maps
+            rows += self._rows(batch, frame, class_names, names, tko, targets, predictions)
+            if len(panels) < self.log_images:
+                panels += self._panels(batch, maps_for_panels, tko, names, self.log_images - len(panels))
+
+        failed = self._sync_failures(trainer, names, errors)
+        ok = [name for name in names if name not in failed]
+        scalars = self._compute(metrics, rows, ok, class_names, split, device, trainer, failed)
+        n_local = len(positions[rank::world])
+        per_image = pd.DataFrame(rows)
+        if world > 1:
+            per_image = _gather_frames(per_image)
+        result = PassResult(
+            split=split,
+            epoch=trainer.current_epoch,
+            step=trainer.global_step,
+            scalars=scalars,
+            per_image=per_image,
+            failed={name: errors.get(name, "failed on another process") for name in failed},
+            seconds_per_image={name: seconds[name] / max(n_local, 1) for name in ok},
+        )
+        # Empty-mask images (``good``) are not explained unless include_good; count them all the same.
+        scalars[f"xai/{split}/n_empty_mask_skipped"] = 0.0 if self.include_good else float(
+            (~frame["mask_path"].map(has_mask)).sum()
+        )
+        for name, value in result.seconds_per_image.items():
+            scalars[f"xai/{split}/sec_per_image/{name}"] = value
+        self.history.append(self._summary(result, ok))
+        if trainer.is_global_zero:
+            self._report(trainer, result, ok, panels)
+        return result
+
+    def image_set(self, datamodule, split: str) -> tuple[Any, list[int]]:
+        """The split's evaluation dataset and the fixed, seeded positions explained in it.
+
+        Images with an empty mask are left out unless ``include_good``; each class keeps at most
+        ``max_images_per_class`` images, drawn with a generator seeded by (seed, class).
+        """
+        frame = datamodule.frame(split).reset_index(drop=True)
+        keep = frame["mask_path"].map(has_mask) | self.include_good
+        chosen: list[int] = []
+        for class_id, (label, rows) in enumerate(sorted(frame[keep].groupby("label"), key=lambda item: item[0])):
+            positions = rows.sort_values("image_id").index.to_numpy()
+            if self.max_images_per_class is not None and len(positions) > self.max_images_per_class:
+                rng = np.random.default_rng([self.seed, class_id])
+                positions = np.sort(rng.choice(positions, self.max_images_per_class, replace=False))
+            chosen += positions.tolist()
+        return datamodule.dataset(split), sorted(chosen)
+
+    # ------------------------------------------------------------------ internals
+    def _metrics(self, class_names: list[str], device: torch.device) -> dict[str, Metric]:
+        metrics = {
+            "tko": TopKOverlap(class_names=class_names, k=self.top_k),
+            # "expected" scores tied maxima by the share inside the mask (TKO at K = 1), so a constant
+            # map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
+            "pointing_game": PointingGame(class_names=class_names, tolerance=self.pointing_tolerance, ties="expected"),
+            "relevance_mass": RelevanceMassAccuracy(class_names=class_names),
+            "otsu_iou": OtsuIoU(class_names=class_names),
+            "otsu_precision": OtsuPrecision(class_names=class_names),
+            "otsu_recall": OtsuRecall(class_names=class_names),
+            "pixel_auroc": PixelAUROC(class_names=class_names),
+        }
+        return {name: metric.to(device) for name, metric in metrics.items()}
+
+    def _rows(self, batch, frame, class_names, names, tko, targets, predictions) -> list[dict[str, Any]]:
+        tko_cpu = tko.cpu().numpy()
+        rows = []
+        for i, row_id in enumerate(batch["index"].tolist()):
+            row = {
+                "image_id": frame.loc[row_id, "image_id"],
+                "class": class_names[int(batch["label"][i])],
+                "target": class_names[int(targets[i])],
+                "prediction": class_names[int(predictions[i])],
+            }
+            row.update({f"tko/{name}": float(tko_cpu[i, m]) for m, name in enumerate(names)})
+            rows.append(row)
+        return rows
+
+    def _panels(self, batch, maps: dict[str, torch.Tensor], tko, names, budget: int) -> list[dict[str, Any]]:
+        images = denormalize(batch["image"][:budget]).permute(0, 2, 3, 1).numpy()
+        panels = []
+        for i in range(len(images)):
+            shown = [name for name in names if name in maps]
+            panels.append(
+                {
+                    "image": images[i],
+                    "mask": batch["mask"][i, 0].numpy(),
+                    "maps": [maps[name][i].cpu() for name in shown],
+                    "methods": shown,
+                    "tko": {name: float(tko[i, names.index(name)]) for name in shown},
+                    "index": int(batch["index"][i]),
+                }
+            )
+        return panels
+
+    def _sync_failures(self, trainer: pl.Trainer, names: list[str], errors: dict[str, str]) -> set[str]:
+        """Methods that failed on any process: all processes must drop the same ones."""
+        flags = torch.tensor([float(name in errors) for name in names])
+        if trainer.world_size > 1:
+            flags = trainer.strategy.reduce(flags.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+        return {name for name, flag in zip(names, flags.tolist()) if flag > 0}
+
+    def _compute(self, metrics, rows, ok, class_names, split, device, trainer, failed) -> dict[str, float]:
+        """Synchronised metric values as flat ``xai/<split>/<metric>[/<class>]/<method>`` scalars."""
+        scalars: dict[str, float] = {}
+        for name, per_metric in metrics.items():
+            for metric_name, metric in per_metric.items():
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+                    values = metric.compute()  # collective under DDP: every process calls it
+                if name not in ok:
+                    continue
+                for key, value in values.items():
+                    value = float(value)
+                    if key in ("n_images", "n_excluded") or math.isnan(value):
+                        continue
+                    suffix = name if key == "overall" else f"{key}/{name}"
+                    scalars[f"xai/{split}/{metric_name}/{suffix}"] = value
+        if ok:
+            counts = metrics[ok[0]]["tko"].compute()
+            scalars[f"xai/{split}/n_images"] = float(counts["n_images"])
+            scalars[f"xai/{split}/n_excluded"] = float(counts["n_excluded"])
+            win = WinRate(ok, class_names=class_names).to(device)
+            table = pd.DataFrame(rows)
+            if len(table):
+                tko = torch.tensor(table[[f"tko/{name}" for name in ok]].to_numpy(), dtype=torch.float64, device=device)
+                labels = torch.tensor([class_names.index(c) for c in table["class"]], device=device)
+                win.update(tko, labels)
+            result = win.compute()
+            for key, value in result.items():
+                if key in ("n_images", "n_excluded"):
+                    scalars[f"xai/{split}/win_rate/{key}"] = float(value)
+                    continue
+                for method, rate in value.items():
+                    if not math.isnan(float(rate)):
+                        suffix = method if key == "overall" else f"{key}/{method}"
+                        scalars[f"xai/{split}/win_rate/{suffix}"] = float(rate)
+        for name in self.explainers:
+            scalars[f"xai/{split}/failed/{name}"] = float(name in failed)
+        return scalars
+
+    def _summary(self, result: PassResult, ok: list[str]) -> dict[str, Any]:
+        s, split = result.scalars, result.split
+        return {
+            "epoch": result.epoch,
+            "step": result.step,
+            "split": split,
+            "tko": {name: s.get(f"xai/{split}/tko/{name}") for name in ok},
+            "win_rate": {name: s.get(f"xai/{split}/win_rate/{name}") for name in ok},
+            "failed": dict(result.failed),
+        }
+
+    def _report(self, trainer: pl.Trainer, result: PassResult, ok: list[str], panels: list[dict]) -> None:
+        split, s = result.split, result.scalars
+        table = pd.DataFrame(
+            {
+                "tko": [s.get(f"xai/{split}/tko/{n}") for n in ok],
+                "win_rate": [s.get(f"xai/{split}/win_rate/{n}") for n in ok],
+                "pointing": [s.get(f"xai/{split}/pointing_game/{n}") for n in ok],
+                "auroc": [s.get(f"xai/{split}/pixel_auroc/{n}") for n in ok],
+                "s/img": [result.seconds_per_image.get(n) for n in ok],
+            },
+            index=pd.Index(ok, name="method"),
+        ).sort_values("tko", ascending=False)
+        n = int(s.get(f"xai/{split}/n_images", 0))
+        lines = [f"[xai] {split} split, epoch {result.epoch}: {n} defect images", table.round(3).to_string()]
+        lines += [f"[xai] FAILED {name}: {error}" for name, error in result.failed.items()]
+        rank_zero_info("\n".join(lines))
+
+        out = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "xai"
+        out.mkdir(parents=True, exist_ok=True)
+        if len(result.per_image):
+            frame = result.per_image.copy()
+            frame["winner"] = _winners(frame, ok)
+            frame.to_csv(out / f"{split}_epoch{result.epoch:03d}.csv", index=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                self._log_wandb(logger, result, ok, panels)
+
+    def _log_wandb(self, logger: WandbLogger, result: PassResult, ok: list[str], panels: list[dict]) -> None:
+        import wandb
+
+        split = result.split
+        images = []
+        for panel in panels:
+            strip = heatmap_strip(panel["image"], panel["maps"])
+            caption = " | ".join(["image"] + [f"{m} {panel['tko'][m]:.2f}" for m in panel["methods"]])
+            images.append(
+                wandb.Image(
+                    strip,
+                    caption=caption,
+                    masks={
+                        "ground_truth": {
+                            "mask_data": tiled_mask(panel["mask"], len(panel["methods"]) + 1),
+                            "class_labels": {1: "defect"},
+                        }
+                    },
+                )
+            )
+        frame = result.per_image.copy()
+        if len(frame):
+            frame["winner"] = _winners(frame, ok)
+        payload: dict[str, Any] = {f"xai/{split}/table": wandb.Table(dataframe=frame)}
+        if images:
+            payload[f"xai/{split}/heatmaps"] = images
+        # One call per pass; no explicit step (mixing steps with WandbLogger's calls drops records).
+        logger.experiment.log({**payload, "trainer/global_step": result.step})
+
+
+def _method_specs(methods: list[str] | dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if isinstance(methods, (list, tuple)):
+        methods = {name: {} for name in methods}
+    if not methods:
+        raise ConfigError("`AttributionCallback.methods` is empty; name at least one explainer.")
+    specs = {}
+    for display, options in methods.items():
+        options = dict(options or {})
+        specs[display] = {"method": options.pop("method", display), "options": options}
+    return specs
+
+
+def _winners(frame: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Per image, the method(s) with the highest TKO (ties joined with '='); '' when excluded."""
+    if not methods:
+        return [""] * len(frame)
+    values = frame[[f"tko/{m}" for m in methods]].to_numpy()
+    winners = []
+    for row in values:
+        if np.isnan(row).any():
+            winners.append("")
+            continue
+        best = row.max()
+        winners.append("=".join(m for m, v in zip(methods, row) if abs(v - best) <= 1e-9))
+    return winners
+
+
+def _gather_frames(frame: pd.DataFrame) -> pd.DataFrame:
+    """Concatenate every process's per-image rows (all processes get the full table)."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, frame.to_dict("records"))
+    return pd.DataFrame([row for part in gathered for row in part])

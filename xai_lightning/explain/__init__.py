@@ -1,0 +1,23 @@
+"""Attribution methods for the multi-task models: a registry of explainers and their reductions to one map.
+
+``create_explainer("gradcam", model)`` builds one by name; ``list_explainers("*grad*")`` filters the names.
+"""
+
+from xai_lightning.explain.base import (
+    Explainer,
+    attribution_mode,
+    create_explainer,
+    list_explainers,
+    register_explainer,
+)
+from xai_lightning.explain.reduction import REDUCTIONS, reduce_attribution
+
+__all__ = [
+    "REDUCTIONS",
+    "Explainer",
+    "attribution_mode",
+    "create_explainer",
+    "list_explainers",
+    "reduce_attribution",
+    "register_explainer",
+]

@@ -1,0 +1,141 @@
+"""The explainer interface and its registry: methods created by name from the config.
+
+``create_explainer("gradcam", model, **options)`` builds one; ``list_explainers("*grad*")`` filters
+names, in the shape of timm's model registry. The registry entry is the only place that knows how a
+method is computed and how its raw attribution is reduced to one map (see ``reduction.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import zlib
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from xai_lightning.errors import ConfigError
+
+
+class Explainer(ABC):
+    """Turns a batch of images and target classes into one non-negative map per image.
+
+    Subclasses set ``name``, ``reduction`` (how the raw attribution becomes a (B, H, W) map:
+    ``max_abs``, ``sum_abs``, ``cam`` or ``none``) and ``stochastic``; they implement :meth:`attribute`.
+    Call :meth:`explain`, which handles eval mode, gradients and validation of the result.
+
+    Args:
+        model: the multi-task model; ``model.classify(x)`` gives the class logits being explained.
+        seed: seeds stochastic methods (noise, sampling), so a pass is reproducible.
+    """
+
+    name: ClassVar[str]
+    reduction: ClassVar[str]
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+        self.model = model
+        self.seed = seed
+
+    @abstractmethod
+    def attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        """(B, H, W) non-negative maps at the images' resolution, on the images' device."""
+
+    def explain(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Maps for ``images`` (B, 3, H, W) and ``targets`` (B,), computed in eval mode with gradients on.
+
+        Works inside Lightning's validation (no_grad) and test (inference_mode) loops; the model's
+        train/eval mode and its parameters' ``.grad`` are left as they were. Stochastic methods draw
+        their noise per image from (seed, image content), so an image gets the same map whatever
+        batch it is in, and therefore on one process or many.
+        """
+        with attribution_mode(self.model):
+            # Inference tensors cannot be saved for backward: work on a normal copy.
+            images = images.detach().clone()
+            targets = targets.detach().clone()
+            if self.stochastic:
+                maps = torch.cat([self._seeded_attribute(images[i : i + 1], targets[i : i + 1]) for i in range(len(images))])
+            else:
+                maps = self.attribute(images, targets)
+        maps = maps.detach()
+        if maps.shape != (images.shape[0], *images.shape[-2:]):
+            raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}, expected (B, H, W).")
+        return maps
+
+    def _seeded_attribute(self, image: Tensor, target: Tensor) -> Tensor:
+        # crc32 of the image bytes: a stable per-image key (Python's hash() of bytes is salted per process).
+        key = zlib.crc32(image.detach().cpu().numpy().tobytes())
+        devices = [image.device] if image.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.seed * 1_000_003 + key) % 2**63)
+            return self.attribute(image, target)
+
+    def config(self) -> dict[str, Any]:
+        """What the run records about this method: its name, reduction and options."""
+        return {"name": self.name, "reduction": self.reduction, "stochastic": self.stochastic, **self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """The method's own options (overridden by explainers that have any)."""
+        return {}
+
+    @property
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@contextlib.contextmanager
+def attribution_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and gradients on (also inside no_grad / inference_mode); restores mode and ``.grad``.
+
+    Captum computes with ``torch.autograd.grad``, which does not accumulate into ``.grad``; the
+    saved-and-restored ``.grad`` guards against any method that calls ``backward()``, so attribution
+    can never leak into the optimizer's next step.
+    """
+    was_training = model.training
+    grads = {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        model.train(was_training)
+        for name, p in model.named_parameters():
+            p.grad = grads[name]
+
+
+_REGISTRY: dict[str, type[Explainer]] = {}
+
+
+def register_explainer(cls: type[Explainer]) -> type[Explainer]:
+    """Class decorator: make an :class:`Explainer` subclass creatable by its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"Explainer '{cls.name}' is registered twice.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_explainers(pattern: str = "*") -> list[str]:
+    """Registered explainer names matching a shell-style pattern, sorted."""
+    _load_builtin_explainers()
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def create_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
+    """Build a registered explainer for ``model`` with its options (a clear error for unknown ones)."""
+    _load_builtin_explainers()
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown explainer '{name}'. Available: {', '.join(list_explainers())}.")
+    try:
+        return _REGISTRY[name](model, **options)
+    except TypeError as error:
+        raise ConfigError(f"Bad options for explainer '{name}': {error}.") from error
+
+
+def _load_builtin_explainers() -> None:
+    # Importing the module runs its @register_explainer decorators.
+    import xai_lightning.explain.methods  # noqa: F401
+
+
+ForwardFn = Callable[[Tensor], Tensor]
