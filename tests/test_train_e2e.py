@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def test_fit_writes_checkpoints_config_split_and_manifest(smoke_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["seed"] == 0
     assert manifest["data"]["kind"] == "synthetic"
-    assert manifest["packages"]["torch"] == torch.__version__.split("+")[0] or manifest["packages"]["torch"]
+    assert manifest["packages"]["torch"] == importlib.metadata.version("torch")
+    assert manifest["packages"]["captum"] == importlib.metadata.version("captum")
     assert set(manifest["git"]) == {"commit", "dirty", "checkout"}
     split = pd.read_csv(run_dir / "split.csv")
     assert len(split) == 30 and set(split["split"]) == {"train", "val", "test"}
@@ -106,3 +108,20 @@ def test_evaluate_rescores_the_best_checkpoint_like_the_training_run(smoke_run):
     for metric in ("acc", "balanced_acc", "loss", "seg_iou", "acc/crack"):
         assert test[metric] == pytest.approx(logged[f"test/{metric}"], rel=1e-5, abs=1e-6)
     assert (run_dir.parent / "eval" / "metrics.csv").is_file()
+
+
+def test_resume_continues_the_same_wandb_run_and_the_best_checkpoint_is_found(smoke_root, tmp_path):
+    from xai_lightning.runs import find_runs
+
+    args = smoke_args(smoke_root, tmp_path, "--test_after_fit", "false", "--trainer.callbacks", "[]")
+    main([*args, "--trainer.max_epochs", "1"])
+    run_dir = tmp_path / "seed0"
+    first_id = json.loads((run_dir / "manifest.json").read_text())["wandb"]["id"]
+    main([*args, "--trainer.max_epochs", "2", "--resume", str(run_dir / "checkpoints" / "last.ckpt")])
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(path.name.endswith(first_id) for path in runs)
+    (run,) = find_runs(tmp_path)
+    best = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    (state,) = [v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert run.checkpoint("best").name == Path(state["best_model_path"]).name
+    assert run.checkpoint("last").name == "last.ckpt"

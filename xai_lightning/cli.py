@@ -6,6 +6,7 @@ Every option of the data module, the model and the Trainer is settable from YAML
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
-from xai_lightning.callbacks.run_manifest import RunManifest
+from xai_lightning.callbacks.run_manifest import MANIFEST_FILE, RunManifest
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.models.multitask import MultiTaskClassifier
 from xai_lightning.tracking import OFFLINE_HINT, resolve_wandb_mode, wandb_run_dir
@@ -79,24 +80,34 @@ class XaiLightningCLI(LightningCLI):
         for logger in _logger_configs(config):
             if logger.class_path.rsplit(".", 1)[-1] == "WandbLogger":
                 _fill_wandb_defaults(logger.init_args, config, run_dir)
+                if config.resume:
+                    _continue_wandb_run(logger.init_args, run_dir)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.trainer.default_root_dir)
 
     def fit_and_test(self) -> None:
-        """Train (resuming if asked), test the best checkpoint, print where everything went."""
+        """Train (resuming if asked), test the best checkpoint, print where everything went.
+
+        The W&B run is closed however this ends, so what was logged before a crash is kept (and a
+        later run in the same process does not attach itself to a stale run).
+        """
         datamodule = self.datamodule
         if datamodule.is_synthetic:
             pl.utilities.rank_zero_info(f"[xai_lightning] Training on SYNTHETIC data from '{datamodule.root}'.")
-        self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume)
-        #: Metrics at the end of fit (``trainer.test`` replaces ``callback_metrics``).
-        self.fit_metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
-        if self.config.test_after_fit and datamodule.split_config.test_fraction > 0:
-            best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-            self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None)
-        self._print_summary()
-        _finish_wandb(self.trainer)
+        exit_code = 1
+        try:
+            self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume)
+            #: Metrics at the end of fit (``trainer.test`` replaces ``callback_metrics``).
+            self.fit_metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
+            if self.config.test_after_fit and datamodule.split_config.test_fraction > 0:
+                best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+                self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None)
+            self._print_summary()
+            exit_code = 0
+        finally:
+            _finish_wandb(self.trainer, exit_code)
 
     @pl.utilities.rank_zero_only
     def _print_summary(self) -> None:
@@ -138,13 +149,24 @@ def _fill_wandb_defaults(init_args: Namespace, config: Namespace, run_dir: Path)
     init_args.tags = tags if kind in tags else [*tags, kind]
 
 
-def _finish_wandb(trainer: pl.Trainer) -> None:
+def _continue_wandb_run(init_args: Namespace, run_dir: Path) -> None:
+    """On resume, log into the W&B run the interrupted run started (its id is in the manifest)."""
+    manifest = run_dir / MANIFEST_FILE
+    if init_args.get("id") or init_args.get("version") or not manifest.is_file():
+        return
+    run_id = json.loads(manifest.read_text()).get("wandb", {}).get("id")
+    if run_id:
+        init_args.id = run_id
+        init_args.resume = "allow"
+
+
+def _finish_wandb(trainer: pl.Trainer, exit_code: int = 0) -> None:
     """Close the W&B run so its files are complete on disk (an offline run is then ready to sync)."""
     if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=exit_code)
 
 
 def main(args: list[str] | None = None) -> XaiLightningCLI:

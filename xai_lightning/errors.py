@@ -20,3 +20,7 @@ class DatasetError(XaiLightningError, FileNotFoundError):
 
 class ConfigError(XaiLightningError, ValueError):
     """A configuration option has a value that cannot work; the message names the option."""
+
+
+class RunError(XaiLightningError, FileNotFoundError):
+    """A saved run is missing what was asked of it (a checkpoint, a finished epoch) or cannot be loaded."""

@@ -11,7 +11,7 @@ from pytorch_lightning.cli import LightningArgumentParser
 
 from xai_lightning.callbacks.run_manifest import CONFIG_FILE
 from xai_lightning.data.datamodule import MVTecDataModule
-from xai_lightning.errors import DatasetError
+from xai_lightning.errors import RunError
 from xai_lightning.models.multitask import MultiTaskClassifier
 
 
@@ -34,32 +34,40 @@ class Run:
         return self.config.get("seed_everything")
 
     def checkpoint(self, which: Literal["best", "last"] = "best") -> Path:
-        """Path of the best (lowest monitored value, as ModelCheckpoint kept it) or the last checkpoint."""
+        """Path of the best checkpoint (as the run's ModelCheckpoint ranked them) or of ``last.ckpt``."""
         folder = self.path / "checkpoints"
         last = folder / "last.ckpt"
         if which == "last":
             if not last.is_file():
-                raise DatasetError(f"Run '{self.path}' has no '{last.name}'; did it finish an epoch?")
+                raise RunError(f"Run '{self.path}' has no '{last}'; did it finish an epoch?")
             return last
-        candidates = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
-        if not candidates:
-            raise DatasetError(f"Run '{self.path}' has no checkpoint in '{folder}'; did it finish an epoch?")
-        if last.is_file():
-            import torch
+        candidates = {p.name: p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"}
+        best = self._best_from(last) if last.is_file() else None
+        if best is not None and best in candidates:
+            return candidates[best]
+        if len(candidates) == 1:
+            return next(iter(candidates.values()))
+        raise RunError(
+            f"Run '{self.path}' records no best checkpoint (`checkpoint.monitor` was never logged: is the "
+            "validation split empty?). Use `--checkpoint last`, or train with a validation split."
+        )
 
-            state = torch.load(last, map_location="cpu", weights_only=False)
-            for callback_state in state.get("callbacks", {}).values():
-                best = callback_state.get("best_model_path") if isinstance(callback_state, dict) else None
-                if best and Path(best).name in {p.name for p in candidates}:
-                    return folder / Path(best).name
-        return candidates[-1]
+    @staticmethod
+    def _best_from(last: Path) -> str | None:
+        import torch
+
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        for key, callback_state in state.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint") and callback_state.get("best_model_path"):
+                return Path(callback_state["best_model_path"]).name
+        return None
 
     def load_model(self, which: Literal["best", "last"] = "best") -> MultiTaskClassifier:
         path = self.checkpoint(which)
         try:
             return MultiTaskClassifier.load_from_checkpoint(path, map_location="cpu")
         except Exception as error:  # a checkpoint from another code version, a truncated file, ...
-            raise DatasetError(f"Checkpoint '{path}' does not load ({type(error).__name__}: {error}).") from error
+            raise RunError(f"Checkpoint '{path}' does not load ({type(error).__name__}: {error}).") from error
 
     def load_datamodule(self) -> MVTecDataModule:
         """The run's data module, rebuilt from its saved config (same root, split seed and sizes)."""
@@ -76,11 +84,11 @@ def find_runs(experiment_dir: str | Path) -> list[Run]:
     """
     root = Path(experiment_dir)
     if not root.is_dir():
-        raise DatasetError(f"Experiment directory '{root}' does not exist.")
+        raise RunError(f"Experiment directory '{root}' does not exist.")
     folders = [root] if (root / CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
     runs = [Run(p) for p in folders if (p / CONFIG_FILE).is_file() and any((p / "checkpoints").glob("*.ckpt"))]
     if not runs:
-        raise DatasetError(
+        raise RunError(
             f"No finished run in '{root}': a run folder holds config.yaml and checkpoints/*.ckpt. "
             "Train one with `python train.py --config ... --experiment_dir " + str(root) + "`."
         )

@@ -65,6 +65,8 @@ def iter_wandb_records(path: str | Path):
         length = int.from_bytes(data[offset + 4 : offset + 6], "little")
         kind = data[offset + 6]
         start = offset + _CHUNK_HEADER
+        if start + length > len(data):  # the writer is still busy with this chunk
+            return
         chunk = data[start : start + length]
         offset = start + length
         if kind == 0 and length == 0:  # zero padding at the end of a block
@@ -81,20 +83,28 @@ def iter_wandb_records(path: str | Path):
             pending = b""
 
 
-def read_wandb_history(run_dir: str | Path):
+def read_wandb_history(run_dir: str | Path, wait: float = 30.0):
     """Logged history rows of an offline W&B run folder (``.../offline-run-*``) as a pandas DataFrame.
 
     Nested keys are joined with ``/``; media (images, tables) appear as their JSON descriptors.
+    wandb's service process writes the file asynchronously, also after ``wandb.finish()`` returns;
+    up to ``wait`` seconds are spent waiting for the run's closing ``exit`` record.
     """
     import json
+    import time
 
     import pandas as pd
 
     run_file = next(Path(run_dir).glob("run-*.wandb"), None)
     if run_file is None:
         raise FileNotFoundError(f"No run-*.wandb file in '{run_dir}'.")
+    deadline = time.monotonic() + wait
+    records = list(iter_wandb_records(run_file))
+    while not any(r.WhichOneof("record_type") == "exit" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = list(iter_wandb_records(run_file))
     rows = []
-    for record in iter_wandb_records(run_file):
+    for record in records:
         if record.WhichOneof("record_type") == "history":
             row = {}
             for item in record.history.item:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from xai_lightning.data.mvtec import has_mask
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
-from xai_lightning.explain.base import Explainer, create_explainer
+from xai_lightning.explain.base import Explainer, create_explainer, eval_mode
 from xai_lightning.metrics import (
     OtsuIoU,
     OtsuPrecision,
@@ -88,6 +89,8 @@ class AttributionCallback(pl.Callback):
         batch_size: images per attribution batch.
         top_k: K of Top-K overlap: None for K = |mask|, a fraction of H·W, or a pixel count.
         pointing_tolerance: pointing-game tolerance in pixels (TorchRay uses 15 at 224²).
+        pointing_ties: how tied maxima score: ``expected`` = their share inside the mask (TKO's tie
+            rule at K = 1, so a constant map scores chance), ``any`` = a hit if any of them is inside.
         log_images: how many images get a heatmap panel per pass (one W&B image each, all methods side by side).
         output_dir: where per-image CSVs go (default ``<run dir>/xai``).
     """
@@ -105,6 +108,7 @@ class AttributionCallback(pl.Callback):
         batch_size: int = 8,
         top_k: int | float | None = None,
         pointing_tolerance: int = 0,
+        pointing_ties: Literal["expected", "any"] = "expected",
         log_images: int = 8,
         output_dir: str | None = None,
     ) -> None:
@@ -122,6 +126,15 @@ class AttributionCallback(pl.Callback):
             raise ConfigError(f"`AttributionCallback.target` is '{target}'; use 'label' or 'prediction'.")
         if max_images_per_class is not None and max_images_per_class < 1:
             raise ConfigError("`AttributionCallback.max_images_per_class` must be >= 1 or null (all images).")
+        _check_top_k(top_k)
+        for option, value in (("batch_size", batch_size), ("every_n_epochs", every_n_epochs)):
+            if value < 1:
+                raise ConfigError(f"`AttributionCallback.{option}` is {value}; use 1 or more.")
+        for option, value in (("pointing_tolerance", pointing_tolerance), ("log_images", log_images)):
+            if value < 0:
+                raise ConfigError(f"`AttributionCallback.{option}` is {value}; use 0 or more.")
+        if pointing_ties not in ("expected", "any"):
+            raise ConfigError(f"`AttributionCallback.pointing_ties` is '{pointing_ties}'; use 'expected' or 'any'.")
         self.every_n_epochs = every_n_epochs
         self.splits = list(splits)
         self.run_on_train_end = on_train_end
@@ -132,9 +145,11 @@ class AttributionCallback(pl.Callback):
         self.batch_size = batch_size
         self.top_k = top_k
         self.pointing_tolerance = pointing_tolerance
+        self.pointing_ties = pointing_ties
         self.log_images = log_images
         self.output_dir = output_dir
         self.explainers: dict[str, Explainer] = {}
+        self._explained_module: pl.LightningModule | None = None
         #: One summary per pass (epoch, split, TKO / win-rate per method, failures); saved in checkpoints.
         self.history: list[dict[str, Any]] = []
         self._last_pass_epoch: int | None = None
@@ -146,11 +161,36 @@ class AttributionCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Built here, before any training step, so an unknown method or option stops the run at once.
-        if not self.explainers:
-            self.explainers = {
-                display: create_explainer(spec["method"], pl_module, seed=self.seed, **spec["options"])
-                for display, spec in self.methods.items()
-            }
+        # Rebuilt when the trainer is handed another module (explainers hold hooks on the model).
+        if self._explained_module is not pl_module:
+            self.explainers = {}
+            for display, spec in self.methods.items():
+                try:
+                    self.explainers[display] = create_explainer(
+                        spec["method"], pl_module, seed=self.seed, **spec["options"]
+                    )
+                except ConfigError as error:
+                    raise ConfigError(f"`AttributionCallback.methods.{display}`: {error}") from error
+            self._explained_module = pl_module
+            if trainer.is_global_zero:
+                self._record_explainers(trainer)
+        datamodule = trainer.datamodule
+        if datamodule is None or not all(hasattr(datamodule, a) for a in ("frame", "dataset", "class_names")):
+            raise ConfigError(
+                "AttributionCallback needs the trainer's datamodule to be an MVTecDataModule (or to offer "
+                "frame(split), dataset(split) and class_names); pass `datamodule=` to fit / validate / test."
+            )
+
+    def _record_explainers(self, trainer: pl.Trainer) -> None:
+        """Each method's registry name, reduction and full options (defaults included), for the run record."""
+        import json
+
+        record = {name: explainer.config() for name, explainer in self.explainers.items()}
+        out = self._output_dir(trainer)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "explainers.json").write_text(json.dumps(record, indent=2, default=str))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"xai_explainers": record})
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -160,12 +200,13 @@ class AttributionCallback(pl.Callback):
             return
         for split in self.splits if fitting else ["val"]:
             result = self.run_pass(trainer, pl_module, split)
-            pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=False)
+            # Values are already identical on every process; syncing keeps Lightning from warning per key.
+            pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=trainer.world_size > 1)
         self._last_pass_epoch = trainer.current_epoch
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         result = self.run_pass(trainer, pl_module, "test")
-        pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=False)
+        pl_module.log_dict(result.scalars, on_epoch=True, sync_dist=trainer.world_size > 1)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last_epoch = trainer.current_epoch - 1 if trainer.current_epoch > 0 else 0
@@ -187,8 +228,19 @@ class AttributionCallback(pl.Callback):
 
     # ------------------------------------------------------------------ one pass
     def run_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> PassResult:
-        """Explain the split's image set with every method, score, log heatmaps and a table; return the scores."""
-        if not self.explainers:
+        """Explain the split's image set with every method, score, log heatmaps and a table; return the scores.
+
+        Torch's global RNG is restored afterwards: iterating a DataLoader draws from it, and an
+        attribution pass must not change the shuffling or augmentation of the training that follows.
+        """
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        # Eval mode for the whole pass: at on_train_end the module is back in train mode, and a
+        # forward pass there would update BatchNorm statistics of the trained model.
+        with torch.random.fork_rng(devices=devices), eval_mode(pl_module):
+            return self._run_pass(trainer, pl_module, split)
+
+    def _run_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> PassResult:
+        if self._explained_module is not pl_module:
             self.setup(trainer, pl_module, "fit")
         datamodule = trainer.datamodule
         class_names = list(datamodule.class_names)
@@ -241,20 +293,23 @@ class AttributionCallback(pl.Callback):
             if len(panels) < self.log_images:
                 panels += self._panels(batch, maps_for_panels, tko, names, self.log_images - len(panels))
 
-        failed = self._sync_failures(trainer, names, errors)
+        errors = self._sync_failures(trainer, errors)
+        failed = set(errors)
         ok = [name for name in names if name not in failed]
         scalars = self._compute(metrics, rows, ok, class_names, split, device, trainer, failed)
         n_local = len(positions[rank::world])
         per_image = pd.DataFrame(rows)
         if world > 1:
             per_image = _gather_frames(per_image)
+        if len(per_image):
+            per_image = per_image.sort_values("image_id", kind="stable").reset_index(drop=True)
         result = PassResult(
             split=split,
             epoch=trainer.current_epoch,
             step=trainer.global_step,
             scalars=scalars,
             per_image=per_image,
-            failed={name: errors.get(name, "failed on another process") for name in failed},
+            failed=errors,
             seconds_per_image={name: seconds[name] / max(n_local, 1) for name in ok},
         )
         # Empty-mask images (``good``) are not explained unless include_good; count them all the same.
@@ -277,10 +332,11 @@ class AttributionCallback(pl.Callback):
         frame = datamodule.frame(split).reset_index(drop=True)
         keep = frame["mask_path"].map(has_mask) | self.include_good
         chosen: list[int] = []
-        for class_id, (label, rows) in enumerate(sorted(frame[keep].groupby("label"), key=lambda item: item[0])):
+        for label, rows in sorted(frame[keep].groupby("label"), key=lambda item: item[0]):
             positions = rows.sort_values("image_id").index.to_numpy()
             if self.max_images_per_class is not None and len(positions) > self.max_images_per_class:
-                rng = np.random.default_rng([self.seed, class_id])
+                # Keyed by the class name, so the sample does not move when other classes come or go.
+                rng = np.random.default_rng([self.seed, zlib.crc32(label.encode())])
                 positions = np.sort(rng.choice(positions, self.max_images_per_class, replace=False))
             chosen += positions.tolist()
         return datamodule.dataset(split), sorted(chosen)
@@ -291,7 +347,9 @@ class AttributionCallback(pl.Callback):
             "tko": TopKOverlap(class_names=class_names, k=self.top_k),
             # "expected" scores tied maxima by the share inside the mask (TKO at K = 1), so a constant
             # map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
-            "pointing_game": PointingGame(class_names=class_names, tolerance=self.pointing_tolerance, ties="expected"),
+            "pointing_game": PointingGame(
+                class_names=class_names, tolerance=self.pointing_tolerance, ties=self.pointing_ties
+            ),
             "relevance_mass": RelevanceMassAccuracy(class_names=class_names),
             "otsu_iou": OtsuIoU(class_names=class_names),
             "otsu_precision": OtsuPrecision(class_names=class_names),
@@ -331,12 +389,19 @@ class AttributionCallback(pl.Callback):
             )
         return panels
 
-    def _sync_failures(self, trainer: pl.Trainer, names: list[str], errors: dict[str, str]) -> set[str]:
-        """Methods that failed on any process: all processes must drop the same ones."""
-        flags = torch.tensor([float(name in errors) for name in names])
-        if trainer.world_size > 1:
-            flags = trainer.strategy.reduce(flags.to(trainer.strategy.root_device), reduce_op="sum").cpu()
-        return {name for name, flag in zip(names, flags.tolist()) if flag > 0}
+    def _sync_failures(self, trainer: pl.Trainer, errors: dict[str, str]) -> dict[str, str]:
+        """Every process's failures with their errors: all processes must drop the same methods."""
+        if trainer.world_size == 1:
+            return errors
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(gathered, errors)
+        merged: dict[str, str] = {}
+        for rank, rank_errors in enumerate(gathered):
+            for name, error in rank_errors.items():
+                merged.setdefault(name, f"rank {rank}: {error}")
+        return merged
 
     def _compute(self, metrics, rows, ok, class_names, split, device, trainer, failed) -> dict[str, float]:
         """Synchronised metric values as flat ``xai/<split>/<metric>[/<class>]/<method>`` scalars."""
@@ -405,15 +470,21 @@ class AttributionCallback(pl.Callback):
         lines += [f"[xai] FAILED {name}: {error}" for name, error in result.failed.items()]
         rank_zero_info("\n".join(lines))
 
-        out = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "xai"
+        out = self._output_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         if len(result.per_image):
             frame = result.per_image.copy()
             frame["winner"] = _winners(frame, ok)
-            frame.to_csv(out / f"{split}_epoch{result.epoch:03d}.csv", index=False)
+            # A standalone trainer.validate must not overwrite the file of the fit's pass at that epoch.
+            fn = getattr(trainer.state.fn, "value", trainer.state.fn)
+            stage = "" if fn in ("fit", "test") else f"_{fn}"
+            frame.to_csv(out / f"{split}{stage}_epoch{result.epoch:03d}.csv", index=False)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self._log_wandb(logger, result, ok, panels)
+
+    def _output_dir(self, trainer: pl.Trainer) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "xai"
 
     def _log_wandb(self, logger: WandbLogger, result: PassResult, ok: list[str], panels: list[dict]) -> None:
         import wandb
@@ -443,6 +514,15 @@ class AttributionCallback(pl.Callback):
             payload[f"xai/{split}/heatmaps"] = images
         # One call per pass; no explicit step (mixing steps with WandbLogger's calls drops records).
         logger.experiment.log({**payload, "trainer/global_step": result.step})
+
+
+def _check_top_k(top_k: int | float | None) -> None:
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or top_k <= 0:
+        raise ConfigError(f"`AttributionCallback.top_k` is {top_k!r}; use null (K = mask size), a fraction in (0, 1] or a pixel count.")
+    if isinstance(top_k, float) and top_k > 1:
+        raise ConfigError(f"`AttributionCallback.top_k` is {top_k}; a fraction of the image lies in (0, 1] (or give an int count).")
 
 
 def _method_specs(methods: list[str] | dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -45,6 +45,10 @@ class RunManifest(SaveConfigCallback):
             "packages": package_versions(),
             "machine": machine(),
         }
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                # Lets `--resume` continue the same W&B run instead of starting a second one.
+                manifest["wandb"] = {"id": logger.experiment.id, "project": logger.experiment.project}
         datamodule = trainer.datamodule
         if datamodule is not None and getattr(datamodule, "split_frame", None) is not None:
             datamodule.split_frame.to_csv(run_dir / SPLIT_FILE, index_label="row")

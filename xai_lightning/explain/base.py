@@ -86,21 +86,34 @@ class Explainer(ABC):
 
 
 @contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own mode (not just the top flag).
+
+    A user may keep parts of a model in eval mode on purpose (frozen BatchNorm); restoring only
+    ``model.train(was_training)`` would switch those back to training.
+    """
+    modes = {name: module.training for name, module in model.named_modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for name, module in model.named_modules():
+            module.training = modes.get(name, module.training)
+
+
+@contextlib.contextmanager
 def attribution_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and gradients on (also inside no_grad / inference_mode); restores mode and ``.grad``.
+    """Eval mode and gradients on (also inside no_grad / inference_mode); restores modes and ``.grad``.
 
     Captum computes with ``torch.autograd.grad``, which does not accumulate into ``.grad``; the
     saved-and-restored ``.grad`` guards against any method that calls ``backward()``, so attribution
     can never leak into the optimizer's next step.
     """
-    was_training = model.training
     grads = {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
-    model.eval()
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
-        model.train(was_training)
         for name, p in model.named_parameters():
             p.grad = grads[name]
 

@@ -128,8 +128,12 @@ class MultiTaskClassifier(pl.LightningModule):
         return MultiTaskOutput(self.classifier(x), self.decoder(skip, x, images.shape[-2:]))
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits only: the function attribution methods explain."""
-        return self(images).logits
+        """Class logits only: the function attribution methods explain.
+
+        Skips the segmentation decoder, which every IG step, occlusion window and LIME sample
+        would otherwise run for nothing.
+        """
+        return self.classifier(self.encoder(images))
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Sample, batch_idx: int) -> torch.Tensor:
