@@ -233,13 +233,19 @@ def test_a_pass_at_the_end_of_training_leaves_the_trained_model_alone(smoke_root
     data = MVTecDataModule(root=str(smoke_root), source="mvtec", image_size=64, num_workers=0, split=SplitConfig(0.34, 0.33))
     model = MultiTaskClassifier(backbone="resnet18")
     model.encoder.stem[1].eval()  # a user-frozen BatchNorm must stay frozen
-    callback = AttributionCallback(methods=["gradcam", "saliency"], max_images_per_class=1, every_n_epochs=2)
+    callback = AttributionCallback(
+        methods=["gradcam", "saliency"], max_images_per_class=1, every_n_epochs=2, splits=["train", "val"],
+        target="prediction",
+    )
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=1, callbacks=[callback], logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path, limit_train_batches=1,
     )
-    trainer.fit(model, datamodule=data)  # epoch 0 has no pass (every 2): on_train_end runs one
-    assert [entry["epoch"] for entry in callback.history] == [1]
+    trainer.fit(model, datamodule=data)  # epoch 0 has no pass (every 2): on_train_end runs one per split
+    assert [(entry["epoch"], entry["split"]) for entry in callback.history] == [(1, "train"), (1, "val")]
+    for split in ("train", "val"):
+        table = pd.read_csv(tmp_path / "xai" / f"{split}_epoch001.csv")
+        assert len(table) == 4 and (table["target"] == table["prediction"]).all()
     model.train()
     model.encoder.stem[1].eval()
     buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
