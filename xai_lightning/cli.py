@@ -20,6 +20,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from xai_lightning.callbacks.run_manifest import MANIFEST_FILE, RunManifest
 from xai_lightning.data.datamodule import MVTecDataModule
+from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
 from xai_lightning.tracking import OFFLINE_HINT, resolve_wandb_mode, wandb_run_dir
 
@@ -105,6 +106,9 @@ class XaiLightningCLI(LightningCLI):
                 best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
                 self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None)
             self._print_summary()
+            if self.trainer.is_global_zero:
+                metrics = {**self.fit_metrics, **{k: float(v) for k, v in self.trainer.callback_metrics.items()}}
+                write_finished(self.run_dir, {k: v for k, v in metrics.items() if not k.startswith("xai/")})
             exit_code = 0
         finally:
             _finish_wandb(self.trainer, exit_code)

@@ -1,0 +1,72 @@
+"""Multi-seed experiments: seeds parsed, finished seeds skipped, interrupted seeds resumed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO, smoke_args
+from xai_lightning.errors import ConfigError
+from xai_lightning.experiment import FINISHED_FILE, parse_seeds, resolve_experiment_dir
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("3,1,1,7-8") == [3, 1, 7, 8]
+    for bad in ("", "a-b", "1,,x"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_experiment_dir_follows_the_last_config_or_flag(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"experiment_dir": "runs/from_yaml"}))
+    assert str(resolve_experiment_dir(["--config", str(config)])) == "runs/from_yaml"
+    assert str(resolve_experiment_dir(["--config", str(config), "--experiment_dir", "x"])) == "x"
+    assert str(resolve_experiment_dir(["--experiment_dir=x", "--config", str(config)])) == "runs/from_yaml"
+    assert str(resolve_experiment_dir([])) == "runs/default"
+
+
+@pytest.mark.slow
+def test_two_seeds_run_then_rerun_skips_finished_and_resumes_interrupted(smoke_root, tmp_path):
+    args = smoke_args(smoke_root, tmp_path, "--trainer.max_epochs", "1", "--trainer.callbacks", "[]", "--test_after_fit", "false")
+    command = [sys.executable, str(REPO / "train.py"), *args, "--seeds", "0-1"]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for seed in (0, 1):
+        run_dir = tmp_path / f"seed{seed}"
+        assert (run_dir / FINISHED_FILE).is_file()
+        assert json.loads((run_dir / "manifest.json").read_text())["seed"] == seed
+    # Seed 1 "interrupted": its marker gone, its last checkpoint still there.
+    (tmp_path / "seed1" / FINISHED_FILE).unlink()
+    wandb_id = json.loads((tmp_path / "seed1" / "manifest.json").read_text())["wandb"]["id"]
+    again = subprocess.run(
+        [*command[:-1], "0-1", "--trainer.max_epochs", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "seed 0: already finished" in again.stdout
+    assert "seed 1: resuming from" in again.stdout
+    assert (tmp_path / "seed1" / FINISHED_FILE).is_file()
+    runs = sorted((tmp_path / "seed1" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(wandb_id) for run in runs)
+    assert len(list((tmp_path / "seed0" / "wandb").glob("offline-run-*"))) == 1  # not retrained
+
+
+def test_sweep_config_names_real_options(capsys):
+    """Every parameter of the W&B sweep must be an option the training CLI accepts."""
+    from xai_lightning.cli import XaiLightningCLI
+
+    sweep = yaml.safe_load((REPO / "configs" / "sweep_seeds.yaml").read_text())
+    config = sweep["command"][sweep["command"].index("--config") + 1]
+    assert (REPO / config).is_file() and (REPO / sweep["program"]).is_file()
+    args = ["--config", str(REPO / config)]
+    args += [f"--{name}={spec['values'][-1]}" for name, spec in sweep["parameters"].items()]
+    with pytest.raises(SystemExit) as done:
+        XaiLightningCLI(args=[*args, "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed_everything"] == sweep["parameters"]["seed_everything"]["values"][-1]
