@@ -324,22 +324,10 @@ class AttributionCallback(pl.Callback):
         return result
 
     def image_set(self, datamodule, split: str) -> tuple[Any, list[int]]:
-        """The split's evaluation dataset and the fixed, seeded positions explained in it.
-
-        Images with an empty mask are left out unless ``include_good``; each class keeps at most
-        ``max_images_per_class`` images, drawn with a generator seeded by (seed, class).
-        """
-        frame = datamodule.frame(split).reset_index(drop=True)
-        keep = frame["mask_path"].map(has_mask) | self.include_good
-        chosen: list[int] = []
-        for label, rows in sorted(frame[keep].groupby("label"), key=lambda item: item[0]):
-            positions = rows.sort_values("image_id").index.to_numpy()
-            if self.max_images_per_class is not None and len(positions) > self.max_images_per_class:
-                # Keyed by the class name, so the sample does not move when other classes come or go.
-                rng = np.random.default_rng([self.seed, zlib.crc32(label.encode())])
-                positions = np.sort(rng.choice(positions, self.max_images_per_class, replace=False))
-            chosen += positions.tolist()
-        return datamodule.dataset(split), sorted(chosen)
+        """The split's evaluation dataset and the fixed, seeded positions explained in it (see :func:`select_images`)."""
+        frame = datamodule.frame(split)
+        positions = select_images(frame, self.max_images_per_class, self.include_good, self.seed)
+        return datamodule.dataset(split), positions
 
     # ------------------------------------------------------------------ internals
     def _metrics(self, class_names: list[str], device: torch.device) -> dict[str, Metric]:
@@ -514,6 +502,26 @@ class AttributionCallback(pl.Callback):
             payload[f"xai/{split}/heatmaps"] = images
         # One call per pass; no explicit step (mixing steps with WandbLogger's calls drops records).
         logger.experiment.log({**payload, "trainer/global_step": result.step})
+
+
+def select_images(
+    frame: pd.DataFrame, max_images_per_class: int | None, include_good: bool = False, seed: int = 0
+) -> list[int]:
+    """Positions (in ``frame``'s row order) of a fixed, seeded image set: at most M per class.
+
+    Images with an empty mask are left out unless ``include_good``. Each class is sampled with a
+    generator keyed by (seed, class name), so the sample does not move when other classes come or go.
+    """
+    frame = frame.reset_index(drop=True)
+    keep = frame["mask_path"].map(has_mask) | include_good
+    chosen: list[int] = []
+    for label, rows in sorted(frame[keep].groupby("label"), key=lambda item: item[0]):
+        positions = rows.sort_values("image_id").index.to_numpy()
+        if max_images_per_class is not None and len(positions) > max_images_per_class:
+            rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
+            positions = np.sort(rng.choice(positions, max_images_per_class, replace=False))
+        chosen += positions.tolist()
+    return sorted(chosen)
 
 
 def _check_top_k(top_k: int | float | None) -> None:

@@ -15,7 +15,9 @@ from xai_lightning.metrics.collection import (
     flatten_result,
 )
 from xai_lightning.metrics.localization import (
+    LOCALIZATION_METRICS,
     dilate_masks,
+    localization_scores,
     otsu_iou_precision_recall,
     otsu_threshold,
     pixel_auroc,
@@ -26,6 +28,8 @@ from xai_lightning.metrics.localization import (
 from xai_lightning.metrics.winrate import WinRate, win_credit, win_rate
 
 __all__ = [
+    "LOCALIZATION_METRICS",
+    "localization_scores",
     "top_k_overlap",
     "dilate_masks",
     "pointing_game",

@@ -392,3 +392,32 @@ def pixel_auroc(attributions: Tensor, masks: Tensor) -> Tensor:
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg).clamp(min=1)
     undefined = _undefined_rows(a, m) | (n_neg == 0)
     return auc.masked_fill(undefined, float("nan"))
+
+
+#: Per-image scores computed by :func:`localization_scores`, by their logged name.
+LOCALIZATION_METRICS = ("tko", "pointing_game", "relevance_mass", "otsu_iou", "otsu_precision", "otsu_recall", "pixel_auroc")
+
+
+def localization_scores(
+    attributions: Tensor,
+    masks: Tensor,
+    *,
+    k: int | float | None = None,
+    tolerance: int = 0,
+    ties: str = "expected",
+) -> dict[str, Tensor]:
+    """Every per-image localisation score of a batch of maps, ``{name: (B,)}`` (NaN where undefined).
+
+    The one place that maps metric names to their definitions, for evaluate.py and the benchmarks;
+    the callback's torchmetrics wrappers call the same functions.
+    """
+    iou, precision, recall = otsu_iou_precision_recall(attributions, masks)
+    return {
+        "tko": top_k_overlap(attributions, masks, k=k),
+        "pointing_game": pointing_game(attributions, masks, tolerance=tolerance, ties=ties),
+        "relevance_mass": relevance_mass_accuracy(attributions, masks),
+        "otsu_iou": iou,
+        "otsu_precision": precision,
+        "otsu_recall": recall,
+        "pixel_auroc": pixel_auroc(attributions, masks),
+    }
