@@ -70,3 +70,45 @@ def test_sweep_config_names_real_options(capsys):
     assert done.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed_everything"] == sweep["parameters"]["seed_everything"]["values"][-1]
+
+
+@pytest.mark.slow
+def test_evaluate_a_two_seed_experiment_into_tables_figures_and_report(smoke_root, tmp_path):
+    import pandas as pd
+
+    from xai_lightning.evaluate import main as evaluate
+
+    args = smoke_args(smoke_root, tmp_path, "--trainer.max_epochs", "2", "--test_after_fit", "false")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args, "--seeds", "0-1", "--parallel", "2"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "logs" / "seed1.log").is_file()
+    out = tmp_path / "evaluation"
+    metrics = evaluate([str(tmp_path), "--out", str(out), "--bootstrap", "200"])
+    assert set(metrics["seed"]) == {0, 1}
+
+    # Table 1 agrees with the per-seed model metrics: mean and sample std over the two seeds.
+    table = pd.read_csv(out / "tables" / "model_metrics.csv").set_index("split")
+    test_acc = metrics[(metrics["split"] == "test") & (metrics["metric"] == "acc")]["value"]
+    assert table.loc["test", "acc"] == f"{test_acc.mean():.3f} ± {test_acc.std(ddof=1):.3f}"
+
+    # Table 2: rows split × class, one column per method the runs' callback used; values from per_seed.csv.
+    win = pd.read_csv(out / "tables" / "win_rate.csv")
+    assert {"gradcam", "saliency", "segmentation_head", "random"} <= set(win.columns)
+    assert set(win["split"]) == {"train", "test"} and {"overall", "crack", "print"} <= set(win["class"])
+    per_seed = pd.read_csv(out / "tables" / "per_seed.csv")
+    seeds = per_seed.query("metric == 'win_rate' and split == 'test' and `class` == 'overall' and method == 'gradcam'")["value"]
+    cell = win.query("split == 'test' and `class` == 'overall'")["gradcam"].item()
+    assert cell == f"{seeds.mean():.3f} ± {seeds.std(ddof=1):.3f}"
+    overall = per_seed.query("metric == 'win_rate' and `class` == 'overall'")
+    assert (overall.groupby(["seed", "split"])["value"].sum() - 1).abs().max() < 1e-9
+
+    for name in ("win_rate_bars", "tko_distributions", "heatmap_grid", "training_curves"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    report = (out / "report.md").read_text()
+    assert "mean ± std over 2 seeds" in report and "SYNTHETIC" in report and "Wilcoxon" in report
+    for suffix in ("csv", "md", "tex"):
+        assert (out / "tables" / f"tko.{suffix}").is_file()
+    assert list((out / "wandb").glob("offline-run-*"))  # the summary run

@@ -20,7 +20,10 @@ from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain import create_explainer, list_explainers
 from xai_lightning.metrics import localization_scores
+from xai_lightning.data.transforms import denormalize
+from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import Run, find_runs
+from xai_lightning.tracking import read_wandb_history
 
 
 @torch.no_grad()
@@ -120,39 +123,139 @@ def explain_run(
     return table.assign(experiment=experiment or run.path.parent.name, run=run.name, seed=run.seed)
 
 
+CURVE_KEYS = ("val/loss", "val/acc", "val/balanced_acc")
+
+
+def training_curves(run: Run, experiment: str) -> pd.DataFrame:
+    """Per-epoch validation curves of a run (model metrics and overall TKO), read from its W&B files."""
+    rows = []
+    for wandb_dir in sorted((run.path / "wandb").glob("*run-*")):
+        history = read_wandb_history(wandb_dir, wait=0)
+        if "epoch" not in history.columns:
+            continue
+        keys = [k for k in history.columns if k in CURVE_KEYS or (k.startswith("xai/val/tko/") and k.count("/") == 3)]
+        long = history[["epoch", *keys]].melt(id_vars="epoch", var_name="key", value_name="value").dropna()
+        rows.append(long)
+    if not rows:
+        return pd.DataFrame(columns=["experiment", "seed", "epoch", "key", "value"])
+    curves = pd.concat(rows, ignore_index=True).drop_duplicates(["epoch", "key"], keep="last")
+    return curves.assign(experiment=experiment, seed=run.seed)
+
+
+@torch.no_grad()
+def example_maps(run: Run, methods: dict[str, dict], split: str = "test", per_class: int = 1, seed: int = 0) -> list[dict]:
+    """A few images per class with every method's map, for the report's heatmap grid."""
+    model = run.load_model().eval()
+    data = run.load_datamodule()
+    data.setup()
+    frame = data.frame(split)
+    positions = select_images(frame, per_class, seed=seed)
+    if not positions:
+        return []
+    batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset(split), positions), batch_size=len(positions))))
+    maps = {}
+    for display, spec in methods.items():
+        options = dict(spec)
+        maps[display] = create_explainer(options.pop("method", display), model, seed=seed, **options).explain(
+            batch["image"], batch["label"]
+        )
+    images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
+    return [
+        {
+            "image": images[i],
+            "mask": batch["mask"][i, 0].numpy() > 0,
+            "class": model.class_names[int(batch["label"][i])],
+            "image_id": frame.loc[int(batch["index"][i]), "image_id"],
+            "maps": {name: m[i].cpu().numpy() for name, m in maps.items()},
+        }
+        for i in range(len(images))
+    ]
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description="Re-score the checkpoints of an experiment's runs.")
-    parser.add_argument("experiment_dir", type=Path, help="experiment folder (or a single run folder)")
+    parser = argparse.ArgumentParser(description="Evaluate the runs of one or more experiments and write a report.")
+    parser.add_argument("experiment_dirs", type=Path, nargs="+", help="experiment folder(s) (or single run folders)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <experiment_dir>/evaluation)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first experiment>/evaluation)")
     parser.add_argument(
         "--methods", nargs="*", default=None,
         help="attribution methods to recompute (default: those each run's AttributionCallback used); none: skip",
     )
     parser.add_argument("--xai-splits", nargs="+", choices=SPLITS, default=["train", "test"])
     parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every image with a mask")
+    parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B summary run")
     args = parser.parse_args(argv)
 
-    runs = find_runs(args.experiment_dir)
-    table = pd.concat([evaluate_run(run, tuple(args.splits), args.checkpoint) for run in runs], ignore_index=True)
-    out = args.out or args.experiment_dir / "evaluation"
+    experiments = {directory: find_runs(directory) for directory in args.experiment_dirs}
+    out = args.out or args.experiment_dirs[0] / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
+    model_tables, per_image, curves, examples = [], [], [], []
+    for directory, runs in experiments.items():
+        name = directory.name
+        for run in tqdm(runs, desc=f"evaluating {name}", unit="run"):
+            model_tables.append(evaluate_run(run, tuple(args.splits), args.checkpoint).assign(experiment=name))
+            curves.append(training_curves(run, name))
+            methods = _methods_for(run, args.methods)
+            if methods:
+                per_image.append(
+                    explain_run(run, methods, tuple(args.xai_splits), args.checkpoint, args.max_images_per_class, experiment=name)
+                )
+                if not examples:
+                    examples = example_maps(run, methods, split=args.xai_splits[-1])
+    table = pd.concat(model_tables, ignore_index=True)
     table.to_csv(out / "metrics.csv", index=False)
-    per_image = []
-    for run in tqdm(runs, desc="attributions", unit="run"):
-        methods = _methods_for(run, args.methods)
-        if methods:
-            per_image.append(
-                explain_run(run, methods, tuple(args.xai_splits), args.checkpoint, args.max_images_per_class)
-            )
-    if per_image:
-        pd.concat(per_image, ignore_index=True).to_parquet(out / "per_image.parquet", index=False)
-        print(f"Per-image attribution scores: {out / 'per_image.parquet'}")
-    summary = table[table["metric"].isin(["loss", "loss_ce", "loss_bce", "acc", "balanced_acc", "seg_iou"])]
-    print(summary.pivot_table(index=["run", "split"], columns="metric", values="value").round(4).to_string())
-    print(f"\nPer-run metrics: {out / 'metrics.csv'}")
+    per_image_table = pd.concat(per_image, ignore_index=True) if per_image else None
+    if per_image_table is not None:
+        per_image_table.to_parquet(out / "per_image.parquet", index=False)
+    curves_table = pd.concat(curves, ignore_index=True)
+    curves_table.to_csv(out / "curves.csv", index=False)
+
+    first_run = next(iter(experiments.values()))[0]
+    synthetic = first_run.load_datamodule().is_synthetic
+    notes = [f"Runs: {', '.join(f'{d} ({len(r)} seeds)' for d, r in experiments.items())}."]
+    if synthetic:
+        notes.append("Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD.")
+    report = build_report(
+        out, table, per_image_table, curves_table, examples, title=f"Evaluation of {', '.join(e.name for e in experiments)}",
+        notes=notes, n_boot=args.bootstrap,
+    )
+    summary = table[table["metric"].isin(["loss", "acc", "balanced_acc", "seg_iou"])]
+    print(summary.pivot_table(index=["experiment", "run", "split"], columns="metric", values="value").round(4).to_string())
+    print("\n".join(report.sentences[:10]))
+    print(f"\nReport: {report.path}")
+    if not args.no_wandb:
+        log_report_to_wandb(report, first_run, name=f"{'+'.join(e.name for e in experiments)}-summary")
     return table
+
+
+def log_report_to_wandb(report, run: Run, name: str) -> None:
+    """Log the report's tables and figures as one W&B run (job type ``summary``) in the runs' group."""
+    import os
+
+    import wandb
+
+    from xai_lightning.tracking import resolve_wandb_mode
+
+    logger = ((run.config.get("trainer") or {}).get("logger") or {})
+    init_args = logger.get("init_args", {}) if isinstance(logger, dict) else {}
+    experiment = wandb.init(
+        project=init_args.get("project") or "xai-lightning",
+        entity=init_args.get("entity"),
+        group=init_args.get("group"),
+        name=name,
+        job_type="summary",
+        dir=str(report.path.parent),
+        mode=os.environ.get("WANDB_MODE") or resolve_wandb_mode(),
+        reinit="finish_previous",
+    )
+    payload = {f"report/{key}": wandb.Table(dataframe=frame.astype(str)) for key, frame in report.tables.items()}
+    payload.update({f"report/{key}": wandb.Image(str(path)) for key, path in report.figures.items() if path})
+    experiment.log(payload)
+    experiment.save(str(report.path), base_path=str(report.path.parent), policy="now")
+    experiment.finish()
+    print(f"W&B summary run: {experiment.dir}")
 
 
 def _methods_for(run: Run, requested: list[str] | None) -> dict[str, dict]:
