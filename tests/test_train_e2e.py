@@ -146,3 +146,27 @@ def test_evaluate_recomputes_attributions_per_image_deterministically(smoke_run,
     logged = pd.read_csv(run_dir / "xai" / "test_epoch002.csv").set_index("image_id")["tko/gradcam"]
     recomputed = first[(first["metric"] == "tko") & (first["method"] == "gradcam")].set_index("image_id")["value"]
     pd.testing.assert_series_equal(recomputed.sort_index(), logged.sort_index(), check_names=False, atol=1e-6)
+
+
+def test_evaluate_errors_name_what_is_wrong(smoke_run, tmp_path):
+    import shutil
+
+    from xai_lightning.errors import ConfigError, RunError
+    from xai_lightning.evaluate import main as evaluate
+    from xai_lightning.runs import find_runs
+
+    _, run_dir = smoke_run
+    with pytest.raises(RunError, match="does not exist"):
+        find_runs(tmp_path / "nothing")
+    copy = tmp_path / "exp" / "seed0"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("wandb"))
+    (copy / "finished.json").unlink()
+    with pytest.raises(RunError, match=r"No finished run.*unfinished: seed0"):
+        find_runs(tmp_path / "exp")
+    (copy / "finished.json").write_text("{}")
+    for checkpoint in (copy / "checkpoints").glob("*.ckpt"):
+        checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="does not load"):
+        find_runs(tmp_path / "exp")[0].load_model("last")
+    with pytest.raises(ConfigError, match="--methods integrated_gradient"):
+        evaluate([str(run_dir.parent), "--out", str(tmp_path / "e"), "--methods", "integrated_gradient", "--no-wandb"])

@@ -78,18 +78,27 @@ class Run:
 
 
 def find_runs(experiment_dir: str | Path) -> list[Run]:
-    """Runs under ``experiment_dir`` (or the run itself when it is one), sorted by name.
+    """Finished runs under ``experiment_dir`` (or the run itself when it is one), sorted by name.
 
-    A run counts once it saved its config and at least one checkpoint.
+    A run is finished when it wrote ``finished.json`` (train.py does after fit and test); interrupted
+    runs are left out with a note, and an experiment without any finished run is an error.
     """
+    from xai_lightning.experiment import FINISHED_FILE
+
     root = Path(experiment_dir)
     if not root.is_dir():
         raise RunError(f"Experiment directory '{root}' does not exist.")
     folders = [root] if (root / CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
-    runs = [Run(p) for p in folders if (p / CONFIG_FILE).is_file() and any((p / "checkpoints").glob("*.ckpt"))]
+    candidates = [Run(p) for p in folders if (p / CONFIG_FILE).is_file()]
+    runs = [run for run in candidates if (run.path / FINISHED_FILE).is_file()]
+    unfinished = [run.name for run in candidates if run not in runs]
     if not runs:
         raise RunError(
-            f"No finished run in '{root}': a run folder holds config.yaml and checkpoints/*.ckpt. "
-            "Train one with `python train.py --config ... --experiment_dir " + str(root) + "`."
+            f"No finished run in '{root}' (a finished run folder holds config.yaml, checkpoints/ and {FINISHED_FILE})"
+            + (f"; unfinished: {', '.join(unfinished)}" if unfinished else "")
+            + ". Train with `python train.py --config ... --experiment_dir " + str(root) + " --seeds 0-4`; "
+            "re-running that command finishes interrupted seeds."
         )
-    return runs
+    if unfinished:
+        print(f"[evaluate] leaving out unfinished runs in {root}: {', '.join(unfinished)} (re-run the experiment to finish them)")
+    return sorted(runs, key=lambda run: (run.seed if run.seed is not None else -1, run.name))

@@ -1,1 +1,1 @@
-"""Reporting: heatmap overlays (and, with the evaluation issue, tables and figures across seeds)."""
+"""Reporting: heatmap overlays, aggregation across seeds, significance tests, tables, figures and report.md."""
