@@ -455,7 +455,7 @@ def significance_sentences(comparisons: pd.DataFrame, digits: int = 3) -> list[s
                 f"Wilcoxon {_p_text(row['p_value'])}, {n} seeds)"
             )
         line = f"No reliable difference between {a} and {b} on {what}: {detail}."
-        if row.get("note"):
+        if row.get("note") and n >= 2:  # with < 2 seeds the detail already says it
             line += f" Note: {row['note']}."
         lines.append(line)
     return lines
