@@ -107,15 +107,19 @@ class XaiLightningCLI(LightningCLI):
                 self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None)
             self._print_summary()
             if self.trainer.is_global_zero:
-                metrics = {**self.fit_metrics, **{k: float(v) for k, v in self.trainer.callback_metrics.items()}}
-                write_finished(self.run_dir, {k: v for k, v in metrics.items() if not k.startswith("xai/")})
+                write_finished(self.run_dir, {k: v for k, v in self.final_metrics.items() if not k.startswith("xai/")})
             exit_code = 0
         finally:
             _finish_wandb(self.trainer, exit_code)
 
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        """Metrics at the end of fit, updated by those of the test run after it."""
+        return {**self.fit_metrics, **{k: float(v) for k, v in self.trainer.callback_metrics.items()}}
+
     @pl.utilities.rank_zero_only
     def _print_summary(self) -> None:
-        metrics = {**self.fit_metrics, **{k: float(v) for k, v in self.trainer.callback_metrics.items()}}
+        metrics = self.final_metrics
         lines = [f"Run directory: {self.run_dir}"]
         checkpoint = self.trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from xai_lightning.callbacks.attribution import select_images
 from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
-from xai_lightning.explain import create_explainer, list_explainers
+from xai_lightning.explain import build_explainers, explainer_specs, list_explainers
 from xai_lightning.metrics import localization_scores
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.reporting.report import build_report
@@ -58,10 +58,7 @@ def configured_methods(run: Run) -> dict[str, dict]:
     callbacks = (run.config.get("trainer") or {}).get("callbacks") or []
     for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("AttributionCallback"):
-            methods = (callback.get("init_args") or {}).get("methods") or {}
-            if isinstance(methods, list):
-                methods = {name: {} for name in methods}
-            return {name: {"method": name, **(options or {})} for name, options in methods.items()}
+            return explainer_specs((callback.get("init_args") or {}).get("methods") or {})
     return {}
 
 
@@ -85,10 +82,7 @@ def explain_run(
     model = run.load_model(checkpoint).eval()
     data = run.load_datamodule()
     data.setup()
-    explainers = {}
-    for display, spec in methods.items():
-        options = dict(spec)
-        explainers[display] = create_explainer(options.pop("method", display), model, seed=seed, **options)
+    explainers = build_explainers(methods, model, seed)
     frames = []
     for split in splits:
         frame = data.frame(split)
@@ -153,12 +147,8 @@ def example_maps(run: Run, methods: dict[str, dict], split: str = "test", per_cl
     if not positions:
         return []
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset(split), positions), batch_size=len(positions))))
-    maps = {}
-    for display, spec in methods.items():
-        options = dict(spec)
-        maps[display] = create_explainer(options.pop("method", display), model, seed=seed, **options).explain(
-            batch["image"], batch["label"]
-        )
+    explainers = build_explainers(methods, model, seed)
+    maps = {name: explainer.explain(batch["image"], batch["label"]) for name, explainer in explainers.items()}
     images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
     return [
         {

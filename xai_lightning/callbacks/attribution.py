@@ -23,24 +23,13 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
-from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from xai_lightning.data.mvtec import has_mask
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
-from xai_lightning.explain.base import Explainer, create_explainer, eval_mode
-from xai_lightning.metrics import (
-    OtsuIoU,
-    OtsuPrecision,
-    OtsuRecall,
-    PixelAUROC,
-    PointingGame,
-    RelevanceMassAccuracy,
-    TopKOverlap,
-    WinRate,
-    top_k_overlap,
-)
+from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
+from xai_lightning.metrics import LOCALIZATION_METRICS, LocalizationMetric, WinRate, localization_scores
 from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
 
 #: Methods explained when the config names none: cheap gradient methods plus the two references.
@@ -51,9 +40,6 @@ DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "segmentation_head": {},
     "random": {},
 }
-
-#: Localisation metrics computed besides TKO, by their logged name. (TKO and win-rate always are.)
-EXTRA_METRICS = ("pointing_game", "relevance_mass", "otsu_iou", "otsu_precision", "otsu_recall", "pixel_auroc")
 
 Split = Literal["train", "val", "test"]
 
@@ -113,7 +99,9 @@ class AttributionCallback(pl.Callback):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.methods = _method_specs(methods if methods is not None else DEFAULT_METHODS)
+        self.methods = explainer_specs(methods if methods is not None else DEFAULT_METHODS)
+        if not self.methods:
+            raise ConfigError("`AttributionCallback.methods` is empty; name at least one explainer.")
         if every_n_epochs < 1:
             raise ConfigError(f"`AttributionCallback.every_n_epochs` is {every_n_epochs}; use 1 or more.")
         bad = [s for s in splits if s not in ("train", "val")]
@@ -163,14 +151,7 @@ class AttributionCallback(pl.Callback):
         # Built here, before any training step, so an unknown method or option stops the run at once.
         # Rebuilt when the trainer is handed another module (explainers hold hooks on the model).
         if self._explained_module is not pl_module:
-            self.explainers = {}
-            for display, spec in self.methods.items():
-                try:
-                    self.explainers[display] = create_explainer(
-                        spec["method"], pl_module, seed=self.seed, **spec["options"]
-                    )
-                except ConfigError as error:
-                    raise ConfigError(f"`AttributionCallback.methods.{display}`: {error}") from error
+            self.explainers = build_explainers(self.methods, pl_module, self.seed, where="AttributionCallback.methods")
             self._explained_module = pl_module
             if trainer.is_global_zero:
                 self._record_explainers(trainer)
@@ -285,9 +266,14 @@ class AttributionCallback(pl.Callback):
                     )
                     continue
                 seconds[name] += time.perf_counter() - start
-                for metric in metrics[name].values():
-                    metric.update(maps, masks, labels)
-                tko[:, m] = top_k_overlap(maps, masks, k=self.top_k)
+                # "expected" scores tied maxima by their share inside the mask (TKO at K = 1), so a
+                # constant map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
+                scores = localization_scores(
+                    maps, masks, k=self.top_k, tolerance=self.pointing_tolerance, ties=self.pointing_ties
+                )
+                for metric_name, metric in metrics[name].items():
+                    metric.update_scores(scores[metric_name], labels)
+                tko[:, m] = scores["tko"]
                 maps_for_panels[name] = maps
             rows += self._rows(batch, frame, class_names, names, tko, targets, predictions)
             if len(panels) < self.log_images:
@@ -330,21 +316,9 @@ class AttributionCallback(pl.Callback):
         return datamodule.dataset(split), positions
 
     # ------------------------------------------------------------------ internals
-    def _metrics(self, class_names: list[str], device: torch.device) -> dict[str, Metric]:
-        metrics = {
-            "tko": TopKOverlap(class_names=class_names, k=self.top_k),
-            # "expected" scores tied maxima by the share inside the mask (TKO at K = 1), so a constant
-            # map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
-            "pointing_game": PointingGame(
-                class_names=class_names, tolerance=self.pointing_tolerance, ties=self.pointing_ties
-            ),
-            "relevance_mass": RelevanceMassAccuracy(class_names=class_names),
-            "otsu_iou": OtsuIoU(class_names=class_names),
-            "otsu_precision": OtsuPrecision(class_names=class_names),
-            "otsu_recall": OtsuRecall(class_names=class_names),
-            "pixel_auroc": PixelAUROC(class_names=class_names),
-        }
-        return {name: metric.to(device) for name, metric in metrics.items()}
+    def _metrics(self, class_names: list[str], device: torch.device) -> dict[str, LocalizationMetric]:
+        # Plain accumulators: the scores come from localization_scores, computed once per batch.
+        return {name: LocalizationMetric(class_names=class_names).to(device) for name in LOCALIZATION_METRICS}
 
     def _rows(self, batch, frame, class_names, names, tko, targets, predictions) -> list[dict[str, Any]]:
         tko_cpu = tko.cpu().numpy()
@@ -531,18 +505,6 @@ def _check_top_k(top_k: int | float | None) -> None:
         raise ConfigError(f"`AttributionCallback.top_k` is {top_k!r}; use null (K = mask size), a fraction in (0, 1] or a pixel count.")
     if isinstance(top_k, float) and top_k > 1:
         raise ConfigError(f"`AttributionCallback.top_k` is {top_k}; a fraction of the image lies in (0, 1] (or give an int count).")
-
-
-def _method_specs(methods: list[str] | dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    if isinstance(methods, (list, tuple)):
-        methods = {name: {} for name in methods}
-    if not methods:
-        raise ConfigError("`AttributionCallback.methods` is empty; name at least one explainer.")
-    specs = {}
-    for display, options in methods.items():
-        options = dict(options or {})
-        specs[display] = {"method": options.pop("method", display), "options": options}
-    return specs
 
 
 def _winners(frame: pd.DataFrame, methods: list[str]) -> list[str]:

@@ -6,7 +6,9 @@
 from xai_lightning.explain.base import (
     Explainer,
     attribution_mode,
+    build_explainers,
     create_explainer,
+    explainer_specs,
     list_explainers,
     register_explainer,
 )
@@ -16,7 +18,9 @@ __all__ = [
     "REDUCTIONS",
     "Explainer",
     "attribution_mode",
+    "build_explainers",
     "create_explainer",
+    "explainer_specs",
     "list_explainers",
     "reduce_attribution",
     "register_explainer",

@@ -11,7 +11,7 @@ import contextlib
 import fnmatch
 import zlib
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -80,10 +80,6 @@ class Explainer(ABC):
         """The method's own options (overridden by explainers that have any)."""
         return {}
 
-    @property
-    def model_device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
@@ -146,9 +142,32 @@ def create_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
         raise ConfigError(f"Bad options for explainer '{name}': {error}.") from error
 
 
+def explainer_specs(methods: list[str] | dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """Normalise a ``methods`` config to ``{display name: {"method": registry name, **options}}``.
+
+    A list names registry entries; a mapping gives options per display name, and ``method`` in the
+    options lets one registry entry appear twice (``{ig_64: {method: integrated_gradients, n_steps: 64}}``).
+    """
+    if isinstance(methods, (list, tuple)):
+        methods = {name: {} for name in methods}
+    return {display: {"method": display, **(options or {})} for display, options in methods.items()}
+
+
+def build_explainers(
+    specs: dict[str, dict[str, Any]], model: nn.Module, seed: int = 0, where: str = "methods"
+) -> dict[str, Explainer]:
+    """Create every explainer of ``specs`` for ``model``; a bad entry's error names ``<where>.<display>``."""
+    explainers = {}
+    for display, spec in specs.items():
+        options = dict(spec)
+        try:
+            explainers[display] = create_explainer(options.pop("method"), model, seed=seed, **options)
+        except ConfigError as error:
+            raise ConfigError(f"`{where}.{display}`: {error}") from error
+    return explainers
+
+
 def _load_builtin_explainers() -> None:
     # Importing the module runs its @register_explainer decorators.
     import xai_lightning.explain.methods  # noqa: F401
 
-
-ForwardFn = Callable[[Tensor], Tensor]

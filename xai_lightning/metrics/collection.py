@@ -81,7 +81,11 @@ class LocalizationMetric(Metric):
 
     def update(self, attributions: Tensor, masks: Tensor, labels: Tensor | None = None) -> None:
         """Add a batch: ``attributions`` (B, H, W), ``masks`` (B, H, W), ``labels`` (B,) class indices."""
-        values = self.score(attributions, masks).to(self.value_sum.device)
+        self.update_scores(self.score(attributions, masks), labels)
+
+    def update_scores(self, values: Tensor, labels: Tensor | None = None) -> None:
+        """Add per-image scores already computed (e.g. by ``localization_scores``, once for all metrics)."""
+        values = values.to(self.value_sum.device)
         labels = labels_or_zeros(labels, values.shape[0], self.value_sum.device, self.per_class)
         included = torch.isfinite(values)
         # index_add_ with zeroed entries instead of boolean indexing: no host sync.
