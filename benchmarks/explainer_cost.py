@@ -1,6 +1,6 @@
 """Time per image of every registered explainer, as a multiple of one plain forward + backward pass.
 
-    python benchmarks/explainer_cost.py --image-size 128 --batch-size 8 --repeats 3
+    python -m benchmarks.explainer_cost --image-size 128 --batch-size 8 --repeats 3
 
 The baseline (forward + backward of the class logit w.r.t. the input, the floor of any gradient
 method) is measured in the same run, interleaved with the methods, so the ratios survive a noisy
@@ -10,26 +10,12 @@ machine. Medians of ``--repeats`` runs are reported.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from benchmarks.timing import interleaved_medians
 from xai_lightning.explain import create_explainer, list_explainers
 from xai_lightning.models import MultiTaskClassifier
-
-
-def _interleaved_medians(candidates: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable; every round times all of them once, so load hits all alike."""
-    for fn in candidates.values():
-        fn()  # warm-up: first calls allocate and pick kernels
-    runs: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         explainer = create_explainer(name, model)
         candidates[name] = lambda explainer=explainer: explainer.explain(images, targets)
-    seconds = {name: value / args.batch_size for name, value in _interleaved_medians(candidates, args.repeats).items()}
+    seconds = {name: value / args.batch_size for name, value in interleaved_medians(candidates, args.repeats).items()}
     floor = seconds.pop("forward+backward")
     print(
         f"{args.backbone} at {args.image_size}², batch {args.batch_size}, {torch.get_num_threads()} threads; "

@@ -8,19 +8,20 @@ per run, seed, split, image, method and localisation metric), the tidy shapes pa
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
-
 from tqdm.auto import tqdm
 
 from xai_lightning.callbacks.attribution import select_images
 from xai_lightning.data.splits import SPLITS
+from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain import build_explainers, explainer_specs, list_explainers
+from xai_lightning.explain.engine import explain_batch
 from xai_lightning.metrics import localization_scores
-from xai_lightning.data.transforms import denormalize
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import Run, find_runs
 from xai_lightning.tracking import read_wandb_history
@@ -96,8 +97,10 @@ def explain_run(
             predictions = model.classify(batch["image"]).argmax(1)
             ids = frame.loc[batch["index"].tolist(), "image_id"].tolist()
             classes = [model.class_names[i] for i in batch["label"].tolist()]
-            for display, explainer in explainers.items():
-                maps = explainer.explain(batch["image"], batch["label"])
+            explained = explain_batch(explainers, batch["image"], batch["label"])
+            for display, error in explained.errors.items():
+                warnings.warn(f"{run.name} {split}: {display} failed on a batch and is left out of it: {error!r}")
+            for display, maps in explained.maps.items():
                 for metric, values in localization_scores(maps, masks).items():
                     frames.append(
                         pd.DataFrame(
@@ -148,7 +151,7 @@ def example_maps(run: Run, methods: dict[str, dict], split: str = "test", per_cl
         return []
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset(split), positions), batch_size=len(positions))))
     explainers = build_explainers(methods, model, seed)
-    maps = {name: explainer.explain(batch["image"], batch["label"]) for name, explainer in explainers.items()}
+    maps = explain_batch(explainers, batch["image"], batch["label"]).maps
     images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
     return [
         {

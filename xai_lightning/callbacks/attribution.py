@@ -8,7 +8,6 @@ torchmetrics, logs scalars, heatmaps and a per-image table, and keeps a history 
 from __future__ import annotations
 
 import math
-import time
 import zlib
 import traceback
 import warnings
@@ -29,6 +28,7 @@ from xai_lightning.data.mvtec import has_mask
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
+from xai_lightning.explain.engine import explain_batch
 from xai_lightning.metrics import LOCALIZATION_METRICS, LocalizationMetric, WinRate, localization_scores
 from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
 
@@ -249,23 +249,18 @@ class AttributionCallback(pl.Callback):
                 predictions = pl_module.classify(images).argmax(dim=1)
             targets = labels if self.target == "label" else predictions
             tko = torch.full((len(labels), len(names)), float("nan"), dtype=torch.float64, device=device)
-            maps_for_panels = {}
-            for m, name in enumerate(names):
-                if name in errors:
-                    continue
-                start = time.perf_counter()
-                try:
-                    maps = self.explainers[name].explain(images, targets)
-                    if not torch.isfinite(maps).all():
-                        raise FloatingPointError("the map holds NaN or infinite values")
-                except Exception as error:  # one method's failure must not stop training or the others
-                    errors[name] = f"{type(error).__name__}: {error}"
-                    rank_zero_warn(
-                        f"[xai] {name} failed on the {split} split and is skipped for this pass: {errors[name]}\n"
-                        + "".join(traceback.format_exception(error)[-3:])
-                    )
-                    continue
-                seconds[name] += time.perf_counter() - start
+            # Methods that need the same gradient (Grad-CAM, Saliency, Input×Gradient, the
+            # segmentation head) share one forward/backward pass; a failing method is reported
+            # and skipped for the rest of the pass without stopping the others.
+            batch_result = explain_batch({n: e for n, e in self.explainers.items() if n not in errors}, images, targets)
+            for name, error in batch_result.errors.items():
+                errors[name] = f"{type(error).__name__}: {error}"
+                rank_zero_warn(
+                    f"[xai] {name} failed on the {split} split and is skipped for this pass: {errors[name]}\n"
+                    + "".join(traceback.format_exception(error)[-3:])
+                )
+            for name, maps in batch_result.maps.items():
+                seconds[name] += batch_result.seconds[name]
                 # "expected" scores tied maxima by their share inside the mask (TKO at K = 1), so a
                 # constant map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
                 scores = localization_scores(
@@ -273,8 +268,8 @@ class AttributionCallback(pl.Callback):
                 )
                 for metric_name, metric in metrics[name].items():
                     metric.update_scores(scores[metric_name], labels)
-                tko[:, m] = scores["tko"]
-                maps_for_panels[name] = maps
+                tko[:, names.index(name)] = scores["tko"]
+            maps_for_panels = batch_result.maps
             rows += self._rows(batch, frame, class_names, names, tko, targets, predictions)
             if len(panels) < self.log_images:
                 panels += self._panels(batch, maps_for_panels, tko, names, self.log_images - len(panels))
@@ -410,6 +405,7 @@ class AttributionCallback(pl.Callback):
             "epoch": result.epoch,
             "step": result.step,
             "split": split,
+            "n_images": s.get(f"xai/{split}/n_images"),
             "tko": {name: s.get(f"xai/{split}/tko/{name}") for name in ok},
             "win_rate": {name: s.get(f"xai/{split}/win_rate/{name}") for name in ok},
             "failed": dict(result.failed),

@@ -12,14 +12,17 @@ from xai_lightning.explain.base import (
     list_explainers,
     register_explainer,
 )
+from xai_lightning.explain.engine import BatchExplanation, explain_batch
 from xai_lightning.explain.reduction import REDUCTIONS, reduce_attribution
 
 __all__ = [
     "REDUCTIONS",
+    "BatchExplanation",
     "Explainer",
     "attribution_mode",
     "build_explainers",
     "create_explainer",
+    "explain_batch",
     "explainer_specs",
     "list_explainers",
     "reduce_attribution",

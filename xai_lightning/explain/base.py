@@ -11,12 +11,34 @@ import contextlib
 import fnmatch
 import zlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from xai_lightning.errors import ConfigError
+from xai_lightning.explain.shared import GradientPass, GradientRequest
+
+
+@dataclass(frozen=True)
+class PassCount:
+    """Model passes per image that a method cannot avoid: its cost floor, in units a benchmark can time.
+
+    Attributes:
+        forward_backward: forward passes followed by a backward pass to the input.
+        forward: forward-only passes (perturbation methods).
+    """
+
+    forward_backward: float = 0.0
+    forward: float = 0.0
+
+    def __add__(self, other: PassCount) -> PassCount:
+        return PassCount(self.forward_backward + other.forward_backward, self.forward + other.forward)
+
+    def seconds(self, forward_backward: float, forward: float) -> float:
+        """The floor in seconds, given the measured time of one forward+backward and one forward pass."""
+        return self.forward_backward * forward_backward + self.forward * forward
 
 
 class Explainer(ABC):
@@ -64,6 +86,18 @@ class Explainer(ABC):
             raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}, expected (B, H, W).")
         return maps
 
+    def gradient_request(self) -> GradientRequest | None:
+        """What this method needs from a shared forward/backward pass, or None when it cannot share one.
+
+        Methods that return a request also implement :meth:`from_gradients`; the engine
+        (:func:`xai_lightning.explain.engine.explain_batch`) then serves all of them from one pass.
+        """
+        return None
+
+    def from_gradients(self, gradients: GradientPass) -> Tensor:
+        """(B, H, W) maps from a shared pass that served :meth:`gradient_request` (same maps as :meth:`explain`)."""
+        raise NotImplementedError(f"{self.name} has no gradient_request(); call explain() instead.")
+
     def _seeded_attribute(self, image: Tensor, target: Tensor) -> Tensor:
         # crc32 of the image bytes: a stable per-image key (Python's hash() of bytes is salted per process).
         key = zlib.crc32(image.detach().cpu().numpy().tobytes())
@@ -71,6 +105,14 @@ class Explainer(ABC):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed((self.seed * 1_000_003 + key) % 2**63)
             return self.attribute(image, target)
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        """Passes per image the method needs by definition (e.g. IG: ``n_steps`` forward+backward).
+
+        One forward and one backward, the cost of a plain gradient method; methods that need more
+        (or less) override it. Benchmarks compare measured time against this floor.
+        """
+        return PassCount(forward_backward=1)
 
     def config(self) -> dict[str, Any]:
         """What the run records about this method: its name, reduction and options."""

@@ -23,7 +23,6 @@ from captum.attr import (
     GuidedBackprop,
     GuidedGradCam,
     InputXGradient,
-    IntegratedGradients,
     KernelShap,
     LayerGradCam,
     Lime,
@@ -39,8 +38,14 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from xai_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from xai_lightning.errors import ConfigError
-from xai_lightning.explain.base import Explainer, register_explainer
+from xai_lightning.explain.base import Explainer, PassCount, register_explainer
+from xai_lightning.explain.integrated_gradients import (
+    adaptive_integrated_gradients,
+    default_internal_batch,
+    integrated_gradients,
+)
 from xai_lightning.explain.reduction import reduce_attribution
+from xai_lightning.explain.shared import GradientPass, GradientRequest, grad_cam
 
 #: Reference inputs: ``zero`` is the dataset-mean image (0 after normalisation), ``black`` is
 #: a black image pushed through the same ImageNet normalisation.
@@ -354,6 +359,14 @@ class ReducedExplainer(Explainer):
             raw = self.raw_attribution(images, targets)
         return reduce_attribution(self.reduction, raw.detach(), tuple(images.shape[-2:])).float()
 
+    def from_gradients(self, gradients: GradientPass) -> Tensor:
+        raw = self.raw_from_gradients(gradients)
+        return reduce_attribution(self.reduction, raw.detach(), tuple(gradients.images.shape[-2:])).float()
+
+    def raw_from_gradients(self, gradients: GradientPass) -> Tensor:
+        """The raw attribution computed from a shared pass (explainers with a gradient request)."""
+        raise NotImplementedError(f"{self.name} has no gradient_request(); call explain() instead.")
+
 
 @register_explainer
 class GradCAMExplainer(ReducedExplainer):
@@ -378,6 +391,12 @@ class GradCAMExplainer(ReducedExplainer):
         """(B, 1, h, w) CAM at the layer's resolution, already ReLU-ed."""
         return self._gradcam.attribute(images, target=targets, relu_attributions=True)
 
+    def gradient_request(self) -> GradientRequest:
+        return GradientRequest(layers=(self.layer,))
+
+    def raw_from_gradients(self, gradients: GradientPass) -> Tensor:
+        return grad_cam(gradients.activations[self.layer], gradients.layer_gradients[self.layer])
+
 
 @register_explainer
 class SaliencyExplainer(ReducedExplainer):
@@ -392,6 +411,12 @@ class SaliencyExplainer(ReducedExplainer):
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         return self._saliency.attribute(images, target=targets, abs=True)
+
+    def gradient_request(self) -> GradientRequest:
+        return GradientRequest(input_gradient=True)
+
+    def raw_from_gradients(self, gradients: GradientPass) -> Tensor:
+        return gradients.input_gradient.abs()
 
 
 @register_explainer
@@ -425,6 +450,9 @@ class SmoothGradExplainer(ReducedExplainer):
         self.stdevs = _non_negative_float(self.name, "stdevs", stdevs)
         self.nt_samples_batch_size = _positive_int(self.name, "nt_samples_batch_size", nt_samples_batch_size)
         self._smoothgrad = NoiseTunnel(Saliency(model.classify))
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward_backward=self.nt_samples)
 
     def options(self) -> dict[str, Any]:
         return {
@@ -485,6 +513,9 @@ class GuidedGradCAMExplainer(ReducedExplainer):
     def options(self) -> dict[str, Any]:
         return {"layer": self.layer}
 
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward_backward=2)  # a guided and a plain backward
+
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         with relus_not_inplace(self.model):
             # Captum's default "nearest" would stamp the layer grid onto the product as blocks.
@@ -495,11 +526,19 @@ class GuidedGradCAMExplainer(ReducedExplainer):
 class IntegratedGradientsExplainer(ReducedExplainer):
     """Integrated Gradients: (x − x') · ∫₀¹ ∂y_c/∂x(x' + t(x − x')) dt; reduction ``sum_abs``.
 
+    Computed by :func:`~xai_lightning.explain.integrated_gradients.integrated_gradients`: Captum's
+    quadrature, batched over (image, step) pairs so peak memory is set by ``internal_batch_size``
+    alone (equal to Captum's ``IntegratedGradients`` to float tolerance; tested).
+
     Args:
-        n_steps: points of the path integral.
+        n_steps: points of the path integral (the most per image when ``completeness_tolerance`` is set).
         baseline: the reference x': ``zero`` (dataset mean) or ``black``.
-        internal_batch_size: images per forward pass; Captum otherwise runs B × n_steps at once.
+        internal_batch_size: path points per forward/backward pass; ``None`` takes the measured
+            default for the device (8 on a CPU, 128 on a GPU).
         method: Captum's quadrature rule (``gausslegendre`` or a ``riemann_*`` rule).
+        completeness_tolerance: if set, choose the steps per image: start at ``min_steps`` and double
+            while ``|Σ a − (y_c(x) − y_c(x'))|`` (logit units) is above it, up to ``n_steps``.
+        min_steps: first refinement level of the adaptive mode.
     """
 
     name = "integrated_gradients"
@@ -511,15 +550,28 @@ class IntegratedGradientsExplainer(ReducedExplainer):
         seed: int = 0,
         n_steps: int = 32,
         baseline: str = "zero",
-        internal_batch_size: int = 16,
+        internal_batch_size: int | None = None,
         method: str = "gausslegendre",
+        completeness_tolerance: float | None = None,
+        min_steps: int = 8,
     ) -> None:
         super().__init__(model, seed)
         self.n_steps = _positive_int(self.name, "n_steps", n_steps)
         self.baseline = _choice(self.name, "baseline", baseline, BASELINES)
-        self.internal_batch_size = _positive_int(self.name, "internal_batch_size", internal_batch_size)
+        if internal_batch_size is not None:
+            _positive_int(self.name, "internal_batch_size", internal_batch_size)
+        self.internal_batch_size = internal_batch_size
         self.method = _choice(self.name, "method", method, IG_METHODS)
-        self._integrated_gradients = IntegratedGradients(model.classify)
+        if completeness_tolerance is not None:
+            completeness_tolerance = _non_negative_float(self.name, "completeness_tolerance", completeness_tolerance)
+        self.completeness_tolerance = completeness_tolerance
+        self.min_steps = _positive_int(self.name, "min_steps", min_steps)
+        #: Steps used per image by the last call (the adaptive mode's choice; n_steps otherwise).
+        self.last_steps: Tensor | None = None
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        # The fixed count; the adaptive mode's upper bound.
+        return PassCount(forward_backward=self.n_steps)
 
     def options(self) -> dict[str, Any]:
         return {
@@ -527,18 +579,32 @@ class IntegratedGradientsExplainer(ReducedExplainer):
             "baseline": self.baseline,
             "internal_batch_size": self.internal_batch_size,
             "method": self.method,
+            "completeness_tolerance": self.completeness_tolerance,
+            "min_steps": self.min_steps,
         }
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         """Signed (B, C, H, W) attributions; they sum to about y_c(x) − y_c(x') (completeness)."""
-        return self._integrated_gradients.attribute(
+        chunk = self.internal_batch_size or default_internal_batch(images.device)
+        baselines = make_baseline(self.baseline, images)
+        if self.completeness_tolerance is None:
+            self.last_steps = torch.full((len(images),), self.n_steps, dtype=torch.long)
+            return integrated_gradients(
+                self.model.classify, images, baselines, targets, self.n_steps, self.method, chunk
+            )
+        attributions, steps, _ = adaptive_integrated_gradients(
+            self.model.classify,
             images,
-            baselines=make_baseline(self.baseline, images),
-            target=targets,
-            n_steps=self.n_steps,
-            method=self.method,
-            internal_batch_size=self.internal_batch_size,
+            baselines,
+            targets,
+            self.completeness_tolerance,
+            min(self.min_steps, self.n_steps),
+            self.n_steps,
+            self.method,
+            chunk,
         )
+        self.last_steps = steps.cpu()
+        return attributions
 
 
 @register_explainer
@@ -554,6 +620,12 @@ class InputXGradientExplainer(ReducedExplainer):
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         return self._input_x_gradient.attribute(images, target=targets)
+
+    def gradient_request(self) -> GradientRequest:
+        return GradientRequest(input_gradient=True)
+
+    def raw_from_gradients(self, gradients: GradientPass) -> Tensor:
+        return gradients.images * gradients.input_gradient
 
 
 @register_explainer
@@ -581,6 +653,9 @@ class DeepLiftExplainer(ReducedExplainer):
 
     def options(self) -> dict[str, Any]:
         return {"baseline": self.baseline}
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward_backward=2)  # input and reference, one backward through both
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         """Signed (B, C, H, W) attributions; they sum to y_c(x) − y_c(baseline) (summation-to-delta)."""
@@ -624,6 +699,9 @@ class GradientShapExplainer(ReducedExplainer):
         self.n_samples = _positive_int(self.name, "n_samples", n_samples)
         self.stdevs = _non_negative_float(self.name, "stdevs", stdevs)
         self._gradient_shap = GradientShap(model.classify)
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward_backward=self.n_samples)
 
     def options(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "stdevs": self.stdevs}
@@ -670,6 +748,10 @@ class OcclusionExplainer(ReducedExplainer):
         self.perturbations_per_eval = _positive_int(self.name, "perturbations_per_eval", perturbations_per_eval)
         self._occlusion = Occlusion(model.classify)
 
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        windows = math.prod(math.ceil(max(side - self.window, 0) / self.stride) + 1 for side in image_size)
+        return PassCount(forward=1 + windows)  # the unoccluded image, then every window position
+
     def options(self) -> dict[str, Any]:
         return {
             "window": self.window,
@@ -712,6 +794,9 @@ class _SuperpixelExplainer(ReducedExplainer):
         self.n_samples = _positive_int(self.name, "n_samples", n_samples)
         self.perturbations_per_eval = _positive_int(self.name, "perturbations_per_eval", perturbations_per_eval)
         self.baseline = _choice(self.name, "baseline", baseline, BASELINES)
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward=self.n_samples)
 
     def options(self) -> dict[str, Any]:
         return {
@@ -822,6 +907,9 @@ class SegmentationHeadExplainer(ReducedExplainer):
     name = "segmentation_head"
     reduction = "none"
 
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount(forward=1)
+
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         with torch.no_grad():
             output = self.model(images)
@@ -832,6 +920,12 @@ class SegmentationHeadExplainer(ReducedExplainer):
             )
         return torch.sigmoid(output.mask_logits)[:, 0]
 
+    def gradient_request(self) -> GradientRequest:
+        return GradientRequest(mask_logits=True)
+
+    def raw_from_gradients(self, gradients: GradientPass) -> Tensor:
+        return torch.sigmoid(gradients.mask_logits)[:, 0]
+
 
 @register_explainer
 class RandomExplainer(ReducedExplainer):
@@ -840,6 +934,9 @@ class RandomExplainer(ReducedExplainer):
     name = "random"
     reduction = "none"
     stochastic = True
+
+    def passes(self, image_size: tuple[int, int]) -> PassCount:
+        return PassCount()
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         batch, _, height, width = images.shape
