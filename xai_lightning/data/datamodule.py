@@ -14,6 +14,7 @@ import pandas as pd
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from xai_lightning.data.cache import ResizedImageCache, default_cache_dir
 from xai_lightning.data.dataset import DefectDataset
 from xai_lightning.data.mvtec import GOOD, build_index, list_classes
 from xai_lightning.data.splits import SPLITS, SplitConfig, split_summary, stratified_split
@@ -22,6 +23,8 @@ from xai_lightning.data.transforms import AugmentationConfig, eval_transform, tr
 from xai_lightning.errors import ConfigError, DatasetError
 
 Source = Literal["mvtec", "synthetic"]
+CacheMode = Literal["none", "memory", "disk"]
+CACHE_MODES = ("none", "memory", "disk")
 
 
 class MVTecDataModule(pl.LightningDataModule):
@@ -39,6 +42,12 @@ class MVTecDataModule(pl.LightningDataModule):
         augmentation: training augmentation (evaluation is always deterministic).
         synthetic: options of the synthetic generator (image size, counts, seed); ``source: synthetic`` only.
         verify_images: decode-check every file when indexing (catches corrupt files before training).
+        cache: keep images decoded and resized after their first use (see :mod:`xai_lightning.data.cache`):
+            ``memory`` for the run, ``disk`` also in ``cache_dir`` for later runs and other processes (seeds),
+            ``none`` decodes every image in every epoch. Results are the same bit for bit in all three.
+        cache_dir: folder of the disk cache; default ``$XDG_CACHE_HOME/xai_lightning/images`` (or
+            ``~/.cache/xai_lightning/images``). Outside the dataset on purpose: ``source: mvtec`` never
+            writes there, and entries are named by file content, so one folder serves any dataset copy.
     """
 
     def __init__(
@@ -54,6 +63,8 @@ class MVTecDataModule(pl.LightningDataModule):
         augmentation: AugmentationConfig = AugmentationConfig(),
         synthetic: SyntheticConfig = SyntheticConfig(size=256),
         verify_images: bool = True,
+        cache: CacheMode = "memory",
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if source not in ("mvtec", "synthetic"):
@@ -62,6 +73,15 @@ class MVTecDataModule(pl.LightningDataModule):
             raise ConfigError(f"`data.image_size` is {image_size}; use at least 32 pixels.")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ConfigError("`data.batch_size` and `data.eval_batch_size` must be positive.")
+        if cache not in CACHE_MODES:
+            raise ConfigError(
+                f"`data.cache` is {cache!r}; use 'memory' (decode each image once per run), 'disk' (once, kept in "
+                "`data.cache_dir` for later runs) or 'none' (decode every epoch)."
+            )
+        if cache_dir is not None and cache != "disk":
+            warnings.warn(
+                f"`data.cache_dir` is set but `data.cache` is '{cache}': the folder is not used.", stacklevel=2
+            )
         self.root = Path(root)
         self.category = category
         self.source = source
@@ -73,6 +93,12 @@ class MVTecDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         self.synthetic = dataclasses.replace(synthetic, category=category)
         self.verify_images = verify_images
+        self.cache_dir = None
+        if cache == "disk":
+            self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        # One cache for all splits and datasets of this module: the attribution callback and evaluation
+        # read the same files as the loaders and find them resized already.
+        self.image_cache = None if cache == "none" else ResizedImageCache(image_size, self.cache_dir)
         self.split_frame: pd.DataFrame | None = None
         self.save_hyperparameters()
 
@@ -140,7 +166,7 @@ class MVTecDataModule(pl.LightningDataModule):
     def dataset(self, split: str, augment: bool = False) -> DefectDataset:
         """A split as a Dataset; ``augment`` applies the training augmentation (reseeded per sample)."""
         transform = train_transform(self.image_size, self.augmentation) if augment else eval_transform(self.image_size)
-        return DefectDataset(self.frame(split), self.class_names, transform, reseed=augment)
+        return DefectDataset(self.frame(split), self.class_names, transform, reseed=augment, cache=self.image_cache)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True)
@@ -152,6 +178,13 @@ class MVTecDataModule(pl.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
 
     def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if self.image_cache is not None and self.num_workers > 0:
+            # Fill the cache here, before the loader's workers exist: each worker is a process with its own
+            # copy of the cache, and a shuffled epoch sends it images it has not seen, so caches filled by
+            # the workers themselves would still decode about half of epoch 2 (with 2 workers). Forked
+            # workers share what the main process holds, and persistent workers keep it for every epoch.
+            frame = dataset.frame
+            self.image_cache.preload(frame["image_path"], frame["mask_path"], processes=self.num_workers)
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
 import albumentations as A
 import numpy as np
@@ -12,6 +12,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from xai_lightning.data.mvtec import has_mask
+
+if TYPE_CHECKING:
+    from xai_lightning.data.cache import ResizedImageCache
 
 
 class Sample(TypedDict):
@@ -23,21 +26,26 @@ class Sample(TypedDict):
     index: torch.Tensor  # () long, row of the split table: ties results back to image ids
 
 
-def load_image(path: str) -> np.ndarray:
-    """RGB uint8 array (H, W, 3)."""
+def load_image(path: str | BinaryIO) -> np.ndarray:
+    """RGB uint8 array (H, W, 3) of an image file (a path or an open binary file)."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
 
 def load_mask(path: str | None, size_hw: tuple[int, int]) -> np.ndarray:
-    """Binary uint8 mask (H, W); all zeros when ``path`` is None (``good`` images have no mask).
+    """Binary uint8 mask (H, W); all zeros when ``path`` is None (``good`` images have no mask)."""
+    if not has_mask(path):
+        return np.zeros(size_hw, dtype=np.uint8)
+    return decode_mask(path)
+
+
+def decode_mask(file: str | BinaryIO) -> np.ndarray:
+    """Binary uint8 mask (H, W) of a mask file (a path or an open binary file).
 
     MVTec masks hold 0 and 255; ``> 0`` keeps any non-zero value as defect (dividing by 255 and
     casting to an integer type would empty masks stored with values below 255).
     """
-    if not has_mask(path):
-        return np.zeros(size_hw, dtype=np.uint8)
-    with Image.open(path) as mask:
+    with Image.open(file) as mask:
         return (np.asarray(mask.convert("L")) > 0).astype(np.uint8)
 
 
@@ -51,21 +59,40 @@ class DefectDataset(Dataset):
         reseed: draw each sample's augmentation seed from torch's RNG. albumentations keeps its own
             generator that global seeding does not reach; torch's RNG is seeded per worker by
             Lightning, so this makes random augmentation reproducible for a given seed.
+        cache: where to get images and masks already resized to the transform's ``Resize`` size (which
+            then has nothing to do); None decodes the files on every access.
     """
 
-    def __init__(self, frame: pd.DataFrame, class_names: list[str], transform: A.Compose, reseed: bool = False):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        class_names: list[str],
+        transform: A.Compose,
+        reseed: bool = False,
+        cache: ResizedImageCache | None = None,
+    ):
         self.frame = frame
         self.class_to_idx = {name: i for i, name in enumerate(class_names)}
         self.transform = transform
         self.reseed = reseed
+        self.cache = cache
+        if cache is not None:
+            # Pixels resized to another size would be resized twice: silently different from a fresh decode.
+            sizes = {(t.height, t.width) for t in transform.transforms if isinstance(t, A.Resize)}
+            if sizes - {(cache.size, cache.size)}:
+                raise ValueError(f"The cache holds {cache.size}² images but the transform resizes to {sizes}.")
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def __getitem__(self, position: int) -> Sample:
         row = self.frame.iloc[position]
-        image = load_image(row["image_path"])
-        mask = load_mask(row["mask_path"], image.shape[:2])
+        if self.cache is None:
+            image = load_image(row["image_path"])
+            mask = load_mask(row["mask_path"], image.shape[:2])
+        else:
+            image = self.cache.image(row["image_path"])
+            mask = self.cache.mask(row["mask_path"])
         if self.reseed:
             self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
         out = self.transform(image=image, mask=mask)

@@ -19,6 +19,12 @@ from xai_lightning.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: Resizing of the first pipeline step; :mod:`xai_lightning.data.cache` resizes the same way, so cached
+#: images pass that step unchanged. Area averaging keeps fine defects (thin cracks) when shrinking 1024 px
+#: images; nearest keeps masks binary.
+IMAGE_INTERPOLATION = cv2.INTER_AREA
+MASK_INTERPOLATION = cv2.INTER_NEAREST
+
 
 @dataclass(frozen=True)
 class AugmentationConfig:
@@ -48,10 +54,14 @@ class AugmentationConfig:
             raise ConfigError("`data.augmentation.rotate_limit` and `color_jitter` must be >= 0.")
 
 
+def _resize(image_size: int) -> A.Resize:
+    return A.Resize(image_size, image_size, interpolation=IMAGE_INTERPOLATION, mask_interpolation=MASK_INTERPOLATION)
+
+
 def train_transform(image_size: int, augmentation: AugmentationConfig = AugmentationConfig()) -> A.Compose:
     """Resize, then flips / rotation / colour jitter applied to image and mask together, then normalise."""
     aug = augmentation
-    steps = [A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST)]
+    steps = [_resize(image_size)]
     if aug.hflip:
         steps.append(A.HorizontalFlip(p=aug.hflip))
     if aug.vflip:
@@ -81,7 +91,7 @@ def eval_transform(image_size: int) -> A.Compose:
     """Deterministic: resize (nearest for the mask) and normalise. No random flips at evaluation time."""
     return A.Compose(
         [
-            A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST),
+            _resize(image_size),
             A.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ToTensorV2(),
         ]
