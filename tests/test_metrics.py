@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from xai_lightning.metrics import (
+    LOCALIZATION_METRICS,
     OtsuIoU,
     OtsuPrecision,
     OtsuRecall,
@@ -22,8 +23,11 @@ from xai_lightning.metrics import (
     RelevanceMassAccuracy,
     TopKOverlap,
     WinRate,
+    collection,
     dilate_masks,
     flatten_result,
+    localization,
+    localization_scores,
     otsu_iou_precision_recall,
     otsu_threshold,
     pixel_auroc,
@@ -32,8 +36,8 @@ from xai_lightning.metrics import (
     top_k_overlap,
     win_credit,
     win_rate,
+    winrate,
 )
-from xai_lightning.metrics import collection, localization, winrate
 
 NAN = float("nan")
 
@@ -43,6 +47,23 @@ def _random_masks(generator: torch.Generator, b: int, h: int, w: int, p: float =
     masks[:, 0, 0] = True  # never empty
     masks[:, -1, -1] = False  # never full
     return masks
+
+
+def _tie_heavy_maps(generator: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
+    """Maps with many ties: each row quantised to 2..6 levels, some ReLU'd to a block of zeros."""
+    raw = torch.rand(b, h, w, generator=generator)
+    levels = torch.randint(2, 7, (b, 1, 1), generator=generator).float()
+    maps = (raw * levels).floor() / levels
+    relu = torch.rand(b, 1, 1, generator=generator) < 0.3
+    return torch.where(relu, (maps - 0.5).clamp(min=0), maps)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def code_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both CPU paths: NumPy kernels (the default on the CPU) and the pure-torch, sync-free path CUDA takes."""
+    if request.param == "torch":
+        monkeypatch.setattr(localization, "_use_numpy", lambda x: False)
+    return request.param
 
 
 # --------------------------------------------------------------------------- TKO
@@ -123,6 +144,16 @@ def test_tko_independent_of_pixel_order() -> None:
         torch.testing.assert_close(top_k_overlap(a_p, m_p, k=k), top_k_overlap(a, m, k=k), rtol=0, atol=1e-15)
 
 
+def _brute_tko(values: list[float], inside: list[bool], k: int) -> Fraction:
+    """docs/metrics.md's TKO, literally: tau the K-th largest value, G above it, T tied with it."""
+    tau = sorted(values, reverse=True)[k - 1]
+    n_above = sum(v > tau for v in values)
+    n_above_in = sum(v > tau and i for v, i in zip(values, inside))
+    n_tied = sum(v == tau for v in values)
+    n_tied_in = sum(v == tau and i for v, i in zip(values, inside))
+    return (n_above_in + (k - n_above) * Fraction(n_tied_in, n_tied)) / k
+
+
 def test_tko_matches_brute_force_without_ties() -> None:
     g = torch.Generator().manual_seed(2)
     a = torch.rand(20, 6, 6, generator=g)
@@ -132,6 +163,27 @@ def test_tko_matches_brute_force_without_ties() -> None:
         k = int(m[i].sum())
         top = torch.argsort(a[i].flatten(), descending=True)[:k]
         assert out[i].item() == pytest.approx(m[i].flatten()[top].double().mean().item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [None, 1, 5, 0.3, 1.0])
+def test_tko_matches_brute_force_with_many_ties(k: int | float | None, code_path: str) -> None:  # noqa: PYI041
+    # Randomised: quantised and ReLU'd maps put many pixels at tau, masks from nearly empty to nearly full.
+    g = torch.Generator().manual_seed(20)
+    for trial in range(4):
+        h, w = 3 + trial, 5 + 2 * trial
+        a = _tie_heavy_maps(g, 16, h, w)
+        m = torch.rand(16, h, w, generator=g) < torch.rand(16, 1, 1, generator=g)
+        m[:, 0, 0] = True
+        out = top_k_overlap(a, m, k=k)
+        for i in range(16):
+            values, inside = a[i].flatten().tolist(), m[i].flatten().tolist()
+            if k is None:
+                kk = sum(inside)
+            elif isinstance(k, float):  # not a dict lookup: k=1 and k=1.0 hash alike but differ
+                kk = math.floor(k * h * w + 0.5)
+            else:
+                kk = k
+            assert out[i].item() == pytest.approx(float(_brute_tko(values, inside, kk)), abs=1e-12), (values, inside, kk)
 
 
 def test_tko_equals_exact_expectation_over_tie_breaking() -> None:
@@ -283,13 +335,21 @@ def _brute_auroc(a: torch.Tensor, m: torch.Tensor) -> float:
     return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
 
 
-def test_pixel_auroc_matches_pairwise_brute_force_with_ties() -> None:
+def test_pixel_auroc_matches_pairwise_brute_force_with_ties(code_path: str) -> None:
     g = torch.Generator().manual_seed(6)
     a = torch.randint(0, 5, (10, 6, 7), generator=g).float()
     m = _random_masks(g, 10, 6, 7, p=0.4)
     out = pixel_auroc(a, m)
     for i in range(10):
         assert out[i].item() == pytest.approx(_brute_auroc(a[i], m[i]), abs=1e-12)
+    # Randomised over shapes, level counts, ReLU'd blocks of zeros and mask densities.
+    for trial in range(4):
+        h, w = 2 + trial, 4 + 3 * trial
+        a = _tie_heavy_maps(g, 16, h, w)
+        m = _random_masks(g, 16, h, w, p=0.1 + 0.2 * trial)
+        out = pixel_auroc(a, m)
+        for i in range(16):
+            assert out[i].item() == pytest.approx(_brute_auroc(a[i], m[i]), abs=1e-12)
 
 
 def test_pixel_auroc_edge_cases() -> None:
@@ -323,6 +383,91 @@ def test_mask_dtypes_are_binarised_with_greater_than_zero() -> None:
     assert top_k_overlap(a, m255).item() == top_k_overlap(a, m255 > 0).item() == pytest.approx(0.5)
     with pytest.raises(ValueError):
         top_k_overlap(a, m255[0])
+
+
+@pytest.mark.parametrize(("tolerance", "ties", "k"), [(0, "expected", None), (0, "any", 0.1), (2, "any", 7)])
+def test_nonfinite_maps_score_nan_in_every_metric_and_spare_the_other_rows(
+    tolerance: int, ties: str, k: int | float | None, code_path: str  # noqa: PYI041
+) -> None:
+    # NaN and -inf once crashed the Otsu histogram (INT64_MIN bin index) and took the whole batch down.
+    g = torch.Generator().manual_seed(14)
+    a = _tie_heavy_maps(g, 8, 9, 11)
+    m = _random_masks(g, 8, 9, 11)
+    clean = localization_scores(a, m, k=k, tolerance=tolerance, ties=ties)
+    broken = a.clone()
+    broken[1, 4, 5] = NAN
+    broken[3, 0, 7] = -math.inf
+    broken[4, 8, 10] = math.inf
+    broken[6] = NAN  # a whole map
+    bad = torch.tensor([1, 3, 4, 6])
+    good = torch.tensor([0, 2, 5, 7])
+    out = localization_scores(broken, m, k=k, tolerance=tolerance, ties=ties)
+    assert set(out) == set(LOCALIZATION_METRICS)
+    for name in LOCALIZATION_METRICS:
+        assert torch.isnan(out[name][bad]).all(), name
+        assert torch.equal(out[name][good], clean[name][good]), name
+        assert torch.isfinite(out[name][good]).all(), name
+    # The functions on their own agree, and so does the threshold.
+    for x, y in zip(otsu_iou_precision_recall(broken, m), (out["otsu_iou"], out["otsu_precision"], out["otsu_recall"])):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
+    threshold = otsu_threshold(broken)
+    assert torch.isnan(threshold[bad]).all()
+    assert torch.equal(threshold[good], otsu_threshold(a)[good])
+    # A batch of nothing but non-finite maps is all NaN, not an error.
+    assert all(torch.isnan(v).all() for v in localization_scores(broken[bad], m[bad]).values())
+
+
+def test_localization_scores_equal_the_separate_functions(code_path: str) -> None:
+    # localization_scores shares one sort per batch between the scores; it must not change any value.
+    g = torch.Generator().manual_seed(15)
+    a = torch.cat([_tie_heavy_maps(g, 6, 12, 10), torch.rand(6, 12, 10, generator=g)])
+    m = _random_masks(g, 12, 12, 10)
+    m[2] = False  # an empty mask
+    m[5] = True  # a full mask: AUROC is undefined
+    for kwargs in ({}, {"k": 0.2, "tolerance": 1, "ties": "any"}):
+        out = localization_scores(a, m, **kwargs)
+        iou, precision, recall = otsu_iou_precision_recall(a, m)
+        expected = {
+            "tko": top_k_overlap(a, m, k=kwargs.get("k")),
+            "pointing_game": pointing_game(a, m, tolerance=kwargs.get("tolerance", 0), ties=kwargs.get("ties", "expected")),
+            "relevance_mass": relevance_mass_accuracy(a, m),
+            "otsu_iou": iou,
+            "otsu_precision": precision,
+            "otsu_recall": recall,
+            "pixel_auroc": pixel_auroc(a, m),
+        }
+        assert out.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(out[name], value, rtol=0, atol=0, equal_nan=True)
+    assert all(v.shape == (0,) for v in localization_scores(a[:0], m[:0]).values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_localization_scores_other_dtypes_match_float32_on_exact_values(dtype: torch.dtype, code_path: str) -> None:
+    # Multiples of 1/8 are exact in every float dtype, so every score must be the same.
+    g = torch.Generator().manual_seed(16)
+    a = torch.randint(0, 9, (6, 8, 8), generator=g).float() / 8
+    m = _random_masks(g, 6, 8, 8)
+    ref = localization_scores(a, m)
+    out = localization_scores(a.to(dtype), m)
+    for name in LOCALIZATION_METRICS:
+        torch.testing.assert_close(out[name], ref[name], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_localization_scores_on_cuda_equal_the_cpu() -> None:
+    g = torch.Generator().manual_seed(17)
+    a = torch.cat([_tie_heavy_maps(g, 8, 32, 32), torch.rand(8, 32, 32, generator=g)])
+    m = _random_masks(g, 16, 32, 32)
+    a[3, 1, 1] = NAN
+    m[5] = False
+    for kwargs in ({}, {"k": 0.1, "tolerance": 2, "ties": "any"}):
+        cpu = localization_scores(a, m, **kwargs)
+        cuda = localization_scores(a.cuda(), m.cuda(), **kwargs)
+        for name in LOCALIZATION_METRICS:
+            assert cuda[name].device.type == "cuda"
+            torch.testing.assert_close(cuda[name].cpu(), cpu[name], rtol=0, atol=1e-12, equal_nan=True)
+    torch.testing.assert_close(otsu_threshold(a.cuda()).cpu(), otsu_threshold(a), rtol=0, atol=0, equal_nan=True)
 
 
 # ------------------------------------------------------------------ win-rate
@@ -428,8 +573,8 @@ ALL_METRICS = {
 
 def _assert_results_equal(x: dict, y: dict) -> None:
     assert x.keys() == y.keys()
-    for key in x:
-        torch.testing.assert_close(x[key], y[key], rtol=0, atol=1e-12, equal_nan=True)
+    for key, value in x.items():
+        torch.testing.assert_close(value, y[key], rtol=0, atol=1e-12, equal_nan=True)
 
 
 @pytest.mark.parametrize("make", list(ALL_METRICS.values()), ids=list(ALL_METRICS))
