@@ -201,3 +201,30 @@ def test_integrated_gradients_explainer_adaptive_option(model: MultiTaskClassifi
     explainer.explain(images, targets)
     assert explainer.last_steps.tolist() == [2, 2]  # any error is within a huge tolerance
     assert explainer.options()["completeness_tolerance"] == 1e9
+
+
+def test_gradient_pass_takes_no_weight_gradients(model: MultiTaskClassifier) -> None:
+    # Outside attribution_mode, which would restore .grad and hide a leak.
+    from xai_lightning.explain.shared import GradientRequest, gradient_pass
+
+    images, targets = _batch(batch=2)
+    for p in model.parameters():
+        p.grad = None
+    with torch.enable_grad():
+        gradient_pass(model, images, targets, GradientRequest(input_gradient=True, layers=("encoder.layer4",)))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_shared_pass_works_with_frozen_layers_before_the_cam_layer(model: MultiTaskClassifier) -> None:
+    images, targets = _batch(batch=2)
+    explainers = {name: create_explainer(name, model) for name in ("gradcam", "segmentation_head")}
+    frozen = list(model.encoder.parameters())  # the CAM layer's output then needs no gradient by itself
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        result = explain_batch(explainers, images, targets)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    assert result.shared == ("gradcam", "segmentation_head") and not result.errors
+    torch.testing.assert_close(result.maps["gradcam"], _captum_maps(model, images, targets, "encoder.layer4")["gradcam"])

@@ -98,8 +98,7 @@ def explain_run(
             ids = frame.loc[batch["index"].tolist(), "image_id"].tolist()
             classes = [model.class_names[i] for i in batch["label"].tolist()]
             explained = explain_batch(explainers, batch["image"], batch["label"])
-            for display, error in explained.errors.items():
-                warnings.warn(f"{run.name} {split}: {display} failed on a batch and is left out of it: {error!r}")
+            _report_failures(explained, f"{run.name} {split}")
             for display, maps in explained.maps.items():
                 for metric, values in localization_scores(maps, masks).items():
                     frames.append(
@@ -118,6 +117,14 @@ def explain_run(
                     )
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return table.assign(experiment=experiment or run.path.parent.name, run=run.name, seed=run.seed)
+
+
+def _report_failures(explained, where: str) -> None:
+    """A configuration error stops the evaluation (it would fail on every batch); anything else is a warning."""
+    for display, error in explained.errors.items():
+        if isinstance(error, ConfigError):
+            raise ConfigError(f"{where}: method '{display}': {error}") from error
+        warnings.warn(f"{where}: {display} failed on a batch and is left out of it: {error!r}", stacklevel=2)
 
 
 CURVE_KEYS = ("val/loss", "val/acc", "val/balanced_acc")
@@ -151,7 +158,9 @@ def example_maps(run: Run, methods: dict[str, dict], split: str = "test", per_cl
         return []
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset(split), positions), batch_size=len(positions))))
     explainers = build_explainers(methods, model, seed)
-    maps = explain_batch(explainers, batch["image"], batch["label"]).maps
+    explained = explain_batch(explainers, batch["image"], batch["label"])
+    _report_failures(explained, f"{run.name} {split} examples")
+    maps = explained.maps
     images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
     return [
         {

@@ -38,10 +38,11 @@ def shared_group(explainers: Mapping[str, Explainer]) -> tuple[list[str], Gradie
     """The methods one shared pass serves, and the merged request; empty when fewer than two could share.
 
     A single method gains nothing from the shared pass, so it keeps its own (Captum) computation.
+    Stochastic methods never share: they are seeded per image by their own ``explain``.
     """
     names, request = [], None
     for name, explainer in explainers.items():
-        wanted = explainer.gradient_request()
+        wanted = None if explainer.stochastic else explainer.gradient_request()
         if wanted is None:
             continue
         names.append(name)
@@ -126,7 +127,7 @@ def _checked(method: str, maps: Tensor, images: Tensor) -> Tensor:
     if maps.shape != (images.shape[0], *images.shape[-2:]):
         raise RuntimeError(f"{method} returned maps of shape {tuple(maps.shape)}, expected (B, H, W).")
     # A sum is NaN or infinite when any element is, and reads the map once without a (B, H, W) mask.
-    if not torch.isfinite(maps.sum()):
+    if not torch.isfinite(maps.sum(dtype=torch.float64)):
         raise FloatingPointError(f"{method}: the map holds NaN or infinite values")
     return maps
 

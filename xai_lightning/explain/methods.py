@@ -534,7 +534,7 @@ class IntegratedGradientsExplainer(ReducedExplainer):
         n_steps: points of the path integral (the most per image when ``completeness_tolerance`` is set).
         baseline: the reference x': ``zero`` (dataset mean) or ``black``.
         internal_batch_size: path points per forward/backward pass; ``None`` takes the measured
-            default for the device (8 on a CPU, 128 on a GPU).
+            default for the device (16 on a CPU, 128 on a GPU).
         method: Captum's quadrature rule (``gausslegendre`` or a ``riemann_*`` rule).
         completeness_tolerance: if set, choose the steps per image: start at ``min_steps`` and double
             while ``|Σ a − (y_c(x) − y_c(x'))|`` (logit units) is above it, up to ``n_steps``.
@@ -566,12 +566,19 @@ class IntegratedGradientsExplainer(ReducedExplainer):
             completeness_tolerance = _non_negative_float(self.name, "completeness_tolerance", completeness_tolerance)
         self.completeness_tolerance = completeness_tolerance
         self.min_steps = _positive_int(self.name, "min_steps", min_steps)
+        if completeness_tolerance is not None and self.min_steps > self.n_steps:
+            raise ConfigError(
+                f"explainer {self.name}: min_steps ({min_steps}) is above n_steps ({n_steps}), the most steps the "
+                "adaptive mode may use; lower min_steps or raise n_steps."
+            )
         #: Steps used per image by the last call (the adaptive mode's choice; n_steps otherwise).
         self.last_steps: Tensor | None = None
 
     def passes(self, image_size: tuple[int, int]) -> PassCount:
-        # The fixed count; the adaptive mode's upper bound.
-        return PassCount(forward_backward=self.n_steps)
+        if self.completeness_tolerance is None:
+            return PassCount(forward_backward=self.n_steps)
+        # Adaptive: at least the first level, and the two forward passes that give f(x) − f(x').
+        return PassCount(forward_backward=min(self.min_steps, self.n_steps), forward=2)
 
     def options(self) -> dict[str, Any]:
         return {
@@ -598,7 +605,7 @@ class IntegratedGradientsExplainer(ReducedExplainer):
             baselines,
             targets,
             self.completeness_tolerance,
-            min(self.min_steps, self.n_steps),
+            self.min_steps,
             self.n_steps,
             self.method,
             chunk,

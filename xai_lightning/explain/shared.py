@@ -22,6 +22,8 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from xai_lightning.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class GradientRequest:
@@ -56,8 +58,6 @@ class GradientPass:
 
     Attributes:
         images: the (B, C, H, W) inputs.
-        targets: the (B,) explained classes.
-        logits: (B, num_classes) class logits of the forward pass.
         input_gradient: (B, C, H, W) ∂y_c/∂x, or None when not requested.
         activations: layer path → its (B, K, h, w) output.
         layer_gradients: layer path → ∂y_c/∂(that output), same shape.
@@ -65,8 +65,6 @@ class GradientPass:
     """
 
     images: Tensor
-    targets: Tensor
-    logits: Tensor
     input_gradient: Tensor | None = None
     activations: dict[str, Tensor] = field(default_factory=dict)
     layer_gradients: dict[str, Tensor] = field(default_factory=dict)
@@ -87,6 +85,10 @@ def capture_outputs(model: nn.Module, layers: tuple[str, ...]) -> Iterator[dict[
         def record(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
             if not isinstance(output, Tensor):
                 raise TypeError(f"layer '{name}' returns {type(output).__name__}; a CAM layer must return one tensor.")
+            if not output.requires_grad:
+                # Frozen layers before this one: make the activation a leaf of the graph, as Captum does,
+                # so its gradient can still be taken.
+                output = output.detach().requires_grad_(True)
             captured[name] = output
             return output.clone()
 
@@ -113,10 +115,14 @@ def gradient_pass(model: nn.Module, images: Tensor, targets: Tensor, request: Gr
     with capture_outputs(model, request.layers) as activations:
         if request.mask_logits:
             output = model(images)
+            if not hasattr(output, "mask_logits"):
+                raise ConfigError(
+                    f"the model's output ({type(output).__name__}) has no `mask_logits`: no segmentation head to read."
+                )
             logits, mask_logits = output.logits, output.mask_logits.detach()
         else:
             logits, mask_logits = model.classify(images), None
-    result = GradientPass(images=images.detach(), targets=targets, logits=logits.detach(), mask_logits=mask_logits)
+    result = GradientPass(images=images.detach(), mask_logits=mask_logits)
     result.activations = {name: activation.detach() for name, activation in activations.items()}
     if request.needs_backward:
         wrt = ([images] if request.input_gradient else []) + [activations[name] for name in request.layers]
