@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from xai_lightning.data.mvtec import build_index
 from xai_lightning.data.synthetic import (
     DEFECT_TYPES,
     MARKER_FILE,
     MVTEC_HAZELNUT_COUNTS,
+    SHORTCUT_MARKERS,
+    SHORTCUT_MASK_DIR,
     SyntheticConfig,
     _render_nut,
     generate_synthetic_mvtec,
     is_synthetic,
     main,
     render_sample,
+    shortcut_marker_region,
+    shortcut_mask_path,
+    shortcut_settings,
 )
-from xai_lightning.errors import DatasetError
+from xai_lightning.errors import ConfigError, DatasetError
 
 SIZE = 64
 COUNTS = {"train/good": 3, "test/good": 2, "test/crack": 2, "test/cut": 2, "test/hole": 2, "test/print": 2}
@@ -238,3 +249,182 @@ def test_config_rejects_bad_options(options, named):
 def test_render_sample_rejects_unknown_defect():
     with pytest.raises(ValueError, match="scratch"):
         render_sample(np.random.default_rng(0), SIZE, "scratch")
+
+
+# ---------------------------------------------------------------------------------------------- shortcut (known answer)
+
+SHORTCUT_COUNTS = {"train/good": 1, "test/good": 1, "test/crack": 4, "test/cut": 4, "test/hole": 4, "test/print": 4}
+SHORTCUT_CONFIG = SyntheticConfig(size=SIZE, seed=7, counts=SHORTCUT_COUNTS, shortcut_fraction=0.5)
+# Decoded pixels of CONFIG's files as written before the shortcut option existed (PNG bytes could
+# change with the zlib build; the pixels may not).
+PIXELS_BEFORE_SHORTCUT = "fd47c72d1718fc5bd7c27323f6ef72785af8535b45cfb058e7c6e3e7ece3268e"
+
+
+def pixel_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.png")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with Image.open(path) as image:
+            digest.update(np.asarray(image).tobytes())
+    return digest.hexdigest()
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    with Image.open(path) as mask:
+        assert mask.mode == "L"
+        values = np.asarray(mask)
+    assert set(np.unique(values)) <= {0, 255}
+    return values == 255
+
+
+@pytest.fixture(scope="module")
+def shortcut_sets(tmp_path_factory) -> tuple[Path, Path]:
+    """Category folders of SHORTCUT_CONFIG and of the same config with the shortcut off."""
+    marked = tmp_path_factory.mktemp("shortcut")
+    plain = tmp_path_factory.mktemp("plain")
+    generate_synthetic_mvtec(marked, SHORTCUT_CONFIG)
+    generate_synthetic_mvtec(plain, dataclasses.replace(SHORTCUT_CONFIG, shortcut_fraction=0.0))
+    return marked / "hazelnut", plain / "hazelnut"
+
+
+def test_shortcut_off_leaves_the_data_set_unchanged(generated, tmp_path):
+    assert SyntheticConfig().shortcut_fraction == 0.0
+    assert pixel_digest(generated) == PIXELS_BEFORE_SHORTCUT
+    explicit = SyntheticConfig(size=SIZE, seed=7, counts=COUNTS, shortcut_fraction=0, shortcut_size=0.15)
+    generate_synthetic_mvtec(tmp_path, explicit)
+    assert files_under(tmp_path) == files_under(generated)  # SYNTHETIC.json included: no shortcut key
+    assert shortcut_settings(tmp_path) is None
+    assert all(shortcut_mask_path(p) is None for p in (tmp_path / "hazelnut").glob("*/*/*.png"))
+
+
+def test_shortcut_marks_the_chosen_fraction_of_each_defect_class(shortcut_sets):
+    marked, _ = shortcut_sets
+    assert set(files_under(marked)) - expected_files(SHORTCUT_COUNTS) == {
+        f"{SHORTCUT_MASK_DIR}/{label}/{index:03d}_mask.png"
+        for label in DEFECT_TYPES
+        for index in range(4)
+        if shortcut_mask_path(marked / "test" / label / f"{index:03d}.png")
+    }
+    for label in DEFECT_TYPES:
+        images = sorted((marked / "test" / label).glob("*.png"))
+        with_marker = [p for p in images if shortcut_mask_path(p)]
+        assert len(with_marker) == 2, f"{label}: half of 4 images should carry the marker"
+        for image_path in with_marker:
+            marker = read_mask(shortcut_mask_path(image_path))
+            defect = read_mask(marked / "ground_truth" / label / f"{image_path.stem}_mask.png")
+            assert marker.any(), f"empty marker mask for {image_path}"
+            assert not (marker & defect).any(), f"marker overlaps the defect in {image_path}"
+    for image_path in [*marked.glob("train/good/*.png"), *marked.glob("test/good/*.png")]:
+        assert shortcut_mask_path(image_path) is None
+    settings = shortcut_settings(marked.parent)
+    assert settings["fraction"] == 0.5 and settings["mask_dir"] == SHORTCUT_MASK_DIR
+    assert settings["marked"] == {label: 2 for label in DEFECT_TYPES}
+    # The MVTec reader indexes train/ and test/ only: the extra folder changes nothing for it.
+    index = build_index(marked.parent, "hazelnut")
+    assert len(index) == sum(SHORTCUT_COUNTS.values())
+    assert not index["image_path"].str.contains(SHORTCUT_MASK_DIR).any()
+
+
+def test_marker_changes_only_its_own_pixels(shortcut_sets):
+    marked, plain = shortcut_sets
+    first, second = files_under(marked), files_under(plain)
+    for name, data in second.items():
+        image_path = marked / name
+        marker_path = shortcut_mask_path(image_path) if not name.startswith("ground_truth") else None
+        if marker_path is None:
+            assert first[name] == data, f"{name} must not change when it carries no marker"
+            continue
+        with Image.open(image_path) as a, Image.open(plain / name) as b:
+            changed = (np.asarray(a) != np.asarray(b)).any(axis=-1)
+        assert np.array_equal(changed, read_mask(marker_path)), f"{name}: changed pixels are not the marker mask"
+
+
+def test_marker_shape_and_colour_identify_the_class(shortcut_sets):
+    marked, _ = shortcut_sets
+    colours = {}
+    for label in DEFECT_TYPES:
+        for image_path in (marked / "test" / label).glob("*.png"):
+            if shortcut_mask_path(image_path):
+                with Image.open(image_path) as image:
+                    pixels = np.asarray(image)[read_mask(shortcut_mask_path(image_path))]
+                colours.setdefault(label, set()).update(map(tuple, pixels))
+    assert all(len(found) == 1 for found in colours.values()), colours
+    assert len({next(iter(found)) for found in colours.values()}) == len(DEFECT_TYPES)
+    assert {label: next(iter(found)) for label, found in colours.items()} == {
+        label: rgb for label, (_, rgb) in SHORTCUT_MARKERS.items()
+    }
+    shapes = {label: shortcut_marker_region(label, 10, 10, 12, 32) for label in DEFECT_TYPES}
+    for a, b in itertools.combinations(DEFECT_TYPES, 2):
+        assert not np.array_equal(shapes[a], shapes[b]), f"{a} and {b} markers have the same shape"
+    assert all(shape[10:22, 10:22].sum() == shape.sum() > 12 for shape in shapes.values())
+
+
+def test_shortcut_is_deterministic_and_inside_the_rotation_safe_disc(shortcut_sets, tmp_path):
+    marked, _ = shortcut_sets
+    generate_synthetic_mvtec(tmp_path, SHORTCUT_CONFIG)
+    assert files_under(tmp_path) == files_under(marked.parent)
+    centre = (SIZE - 1) / 2
+    for marker_path in marked.glob(f"{SHORTCUT_MASK_DIR}/*/*.png"):
+        ys, xs = np.nonzero(read_mask(marker_path))
+        assert np.hypot(xs - centre, ys - centre).max() <= SIZE / 2, f"{marker_path} reaches a corner"
+
+
+def test_full_shortcut_marks_every_defect_image_and_resumes(tmp_path, capsys):
+    out = tmp_path / "set"
+    args = ["--out", str(out), "--size", "48", "--quiet", *CLI_COUNTS, "--shortcut-fraction", "1"]
+    assert main(args) == 0
+    assert "and 4 shortcut markers" in capsys.readouterr().out
+    defect_images = [p for p in (out / "hazelnut" / "test").glob("*/*.png") if p.parent.name != "good"]
+    assert len(defect_images) == 4 and all(shortcut_mask_path(p) for p in defect_images)
+    written = files_under(out)
+    Path(shortcut_mask_path(defect_images[0])).unlink()
+    assert main(args) == 0
+    assert files_under(out) == written
+
+    # The shortcut is part of the set's identity: the same root is never reused with it switched off.
+    assert main(["--out", str(out), "--size", "48", "--quiet", *CLI_COUNTS]) == 2
+    assert "shortcut_fraction=1.0" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="different configuration"):
+        generate_synthetic_mvtec(out, SyntheticConfig(size=48, counts={"test/cut": 1}))
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"shortcut_fraction": -0.1}, "shortcut_fraction"),
+        ({"shortcut_fraction": 1.5}, "shortcut_fraction"),
+        ({"shortcut_fraction": float("nan")}, "shortcut_fraction"),
+        ({"shortcut_fraction": "0.5"}, "shortcut_fraction"),
+        ({"shortcut_fraction": True}, "shortcut_fraction"),
+        ({"shortcut_size": 0.0}, "shortcut_size"),
+        ({"shortcut_size": 0.5}, "shortcut_size"),
+    ],
+)
+def test_config_rejects_bad_shortcut_options(options, named):
+    with pytest.raises(ConfigError, match=named):
+        SyntheticConfig(**options)
+
+
+def test_known_answer_config_parses_with_the_shortcut_on_and_off(capsys, monkeypatch):
+    """configs/known_answer.yaml names real options; its control run is one flag away."""
+    from conftest import REPO
+
+    from xai_lightning.cli import XaiLightningCLI
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not the CLI's
+
+    config = REPO / "configs" / "known_answer.yaml"
+    printed = {}
+    for fraction in (None, "0"):
+        override = [] if fraction is None else ["--data.synthetic.shortcut_fraction", fraction]
+        with pytest.raises(SystemExit) as done:
+            XaiLightningCLI(args=["--config", str(config), *override, "--print_config"])
+        assert done.value.code in (0, None)
+        printed[fraction] = yaml.safe_load(capsys.readouterr().out)
+    assert printed[None]["data"]["synthetic"]["shortcut_fraction"] == 1.0
+    assert printed["0"]["data"]["synthetic"]["shortcut_fraction"] == 0.0
+    assert printed[None]["experiment_dir"] == "runs/known_answer"
+    quickstart = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    assert printed[None]["data"]["root"] != quickstart["data"]["root"]
+    callbacks = [c["class_path"] for c in printed[None]["trainer"]["callbacks"]]
+    assert "xai_lightning.callbacks.AttributionCallback" in callbacks

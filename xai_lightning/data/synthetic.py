@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from xai_lightning.errors import ConfigError, DatasetError
 
@@ -36,6 +36,18 @@ MVTEC_HAZELNUT_COUNTS: dict[str, int] = {
 
 MARKER_FILE = "SYNTHETIC.json"
 
+#: Folder (inside the category folder) holding the shortcut markers' masks, ``<class>/<stem>_mask.png``.
+SHORTCUT_MASK_DIR = "shortcut_mask"
+
+#: Shape and RGB colour of the shortcut marker of each defect class. Saturated colours that the brown
+#: nut, the dark background and the print defect's inks never show, so the marker is trivially learnable.
+SHORTCUT_MARKERS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "crack": ("square", (40, 220, 60)),
+    "cut": ("cross", (30, 110, 255)),
+    "hole": ("ring", (235, 40, 205)),
+    "print": ("triangle", (250, 225, 20)),
+}
+
 _GENERATOR = "xai_lightning.data.synthetic"
 _VERSION = 1
 _SPLITS = ("train", "test")
@@ -44,6 +56,8 @@ _COUNT_KEYS = ("train/good", "test/good", *(f"test/{defect}" for defect in DEFEC
 _MVTEC_SUBDIRS = ("train", "test", "ground_truth")
 _CATEGORY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _MAX_DEFECT_TRIES = 100
+_MARKER_CANDIDATES = 8
+_MIN_MARKER_SIDE = 5  # pixels: below this the four marker shapes can no longer be told apart
 # Fixed so the bytes never depend on a library default. Level 3 encodes a 1024 px image ~3x faster
 # than Pillow's default 6 for files ~2% larger (the shell's grain barely compresses).
 _PNG_OPTIONS = {"format": "PNG", "compress_level": 3, "optimize": False}
@@ -51,15 +65,26 @@ _PNG_OPTIONS = {"format": "PNG", "compress_level": 3, "optimize": False}
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """What to generate: image size, RNG seed, category folder name and image count per ``split/class``.
+    """What to generate: image size, RNG seed, category folder name, image count per ``split/class`` and the shortcut.
 
     ``counts`` keys are ``train/good``, ``test/good`` and ``test/<defect>``; a missing key means 0 images.
+
+    ``shortcut_fraction`` (0..1, default 0 = off) is the known-answer experiment's planted shortcut: that
+    fraction of the images of each defect class (chosen by ``seed``) gets a small marker of a class-specific
+    shape and colour (:data:`SHORTCUT_MARKERS`), drawn away from the defect, with its mask written to
+    ``<category>/shortcut_mask/<class>/<stem>_mask.png``. ``good`` images never get one, so marker presence
+    and shape predict the class. All defect images sit in MVTec's ``test/`` folder and the project's own
+    stratified split deals them into train, val and test, so marked images land in every split at about
+    the same rate. ``shortcut_size`` is the marker's side as a fraction of the image side (at least 5 px).
+    With the shortcut off the files are byte-identical to those written before the option existed.
     """
 
     size: int = 1024
     seed: int = 0
     category: str = "hazelnut"
     counts: dict[str, int] = field(default_factory=lambda: dict(MVTEC_HAZELNUT_COUNTS))
+    shortcut_fraction: float = 0.0
+    shortcut_size: float = 0.07
 
     def __post_init__(self) -> None:
         if not _is_int(self.size) or self.size < 32:
@@ -84,10 +109,33 @@ class SyntheticConfig:
             raise ConfigError("synthetic `counts` asks for no images at all; give at least one class a count > 0.")
         # Copy so that later changes to the caller's dict cannot alter this frozen config.
         object.__setattr__(self, "counts", dict(self.counts))
+        if not _is_real(self.shortcut_fraction) or not 0.0 <= self.shortcut_fraction <= 1.0:
+            raise ConfigError(
+                f"synthetic `shortcut_fraction` is {self.shortcut_fraction!r}; use a number from 0 (no shortcut "
+                "markers) to 1 (a marker on every defect image)."
+            )
+        if not _is_real(self.shortcut_size) or not 0.01 <= self.shortcut_size <= 0.2:
+            raise ConfigError(
+                f"synthetic `shortcut_size` is {self.shortcut_size!r}; use a fraction of the image side from 0.01 "
+                "to 0.2 (default 0.07)."
+            )
+        # Floats, so that a YAML `1` and `1.0` make the same SYNTHETIC.json and compare equal on resume.
+        object.__setattr__(self, "shortcut_fraction", float(self.shortcut_fraction))
+        object.__setattr__(self, "shortcut_size", float(self.shortcut_size))
+
+    @property
+    def shortcut_side(self) -> int:
+        """Side of the shortcut marker in pixels."""
+        return max(_MIN_MARKER_SIDE, round(self.shortcut_size * self.size))
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return numeric and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -495,11 +543,71 @@ def render_sample(rng: np.random.Generator, size: int, defect: str | None) -> tu
     return _add_defect(rng, nut, image, defect)
 
 
+def shortcut_marker_region(label: str, x0: int, y0: int, side: int, size: int) -> np.ndarray:
+    """(size, size) bool: the pixels of ``label``'s shortcut marker with its ``side``-pixel box at (x0, y0)."""
+    if label not in SHORTCUT_MARKERS:
+        raise ValueError(f"label is {label!r}; shortcut markers exist for {', '.join(SHORTCUT_MARKERS)} only.")
+    shape, _ = SHORTCUT_MARKERS[label]
+    x1, y1 = x0 + side - 1, y0 + side - 1  # PIL boxes include their far edge
+    canvas, draw = _canvas(size)
+    if shape == "square":
+        draw.rectangle([x0, y0, x1, y1], fill=255)
+    elif shape == "cross":
+        bar = max(1, round(side / 3))
+        offset = (side - bar) // 2
+        draw.rectangle([x0, y0 + offset, x1, y0 + offset + bar - 1], fill=255)
+        draw.rectangle([x0 + offset, y0, x0 + offset + bar - 1, y1], fill=255)
+    elif shape == "ring":
+        draw.ellipse([x0, y0, x1, y1], outline=255, width=max(1, round(side / 4)))
+    else:  # triangle, apex up
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=255)
+    return np.asarray(canvas) > 0
+
+
+def add_shortcut_marker(
+    rng: np.random.Generator, image: np.ndarray, defect_mask: np.ndarray, label: str, side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint ``label``'s shortcut marker away from the defect; returns (new image, marker mask HxW bool).
+
+    The marker lies wholly inside the image's inscribed circle, so the training augmentation's rotations
+    (black fill at the corners) never crop it, and of a few random positions the one farthest from the
+    defect is taken, so the marker never touches the defect mask and the two attribution targets stay apart.
+    Only the marker's pixels change: the defect and its mask are exactly those of the unmarked sample.
+    """
+    size = image.shape[0]
+    _, colour = SHORTCUT_MARKERS[label]
+    reach = size / 2 - side / math.sqrt(2) - 1  # farthest marker centre from the image centre
+    if reach <= 0:
+        raise ValueError(f"a {side} px marker does not fit in a {size} px image.")
+    ys, xs = np.nonzero(defect_mask)
+    best: tuple[float, int, int] | None = None
+    for _ in range(_MARKER_CANDIDATES):
+        angle = rng.uniform(0, 2 * np.pi)
+        distance = reach * math.sqrt(rng.uniform())  # uniform over the disc
+        x0 = round(size / 2 + distance * math.cos(angle) - side / 2)
+        y0 = round(size / 2 + distance * math.sin(angle) - side / 2)
+        # Gap between the marker's box and the nearest defect pixel (0 = touching or overlapping).
+        dx = np.maximum(np.maximum(x0 - xs, xs - (x0 + side - 1)), 0)
+        dy = np.maximum(np.maximum(y0 - ys, ys - (y0 + side - 1)), 0)
+        gap = float(np.hypot(dx, dy).min()) if xs.size else float(size)
+        if best is None or gap > best[0]:
+            best = (gap, x0, y0)
+    assert best is not None
+    gap, x0, y0 = best
+    if gap < 1:
+        raise RuntimeError(f"could not place the '{label}' shortcut marker clear of the defect")
+    region = shortcut_marker_region(label, x0, y0, side, size)
+    marked = image.copy()
+    marked[region] = colour
+    # As for defects, the mask is the pixels that changed (a pixel already of the marker's colour did not).
+    return marked, region & (marked != image).any(axis=-1)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
 def _marker(config: SyntheticConfig) -> dict:
-    return {
+    marker = {
         "generator": _GENERATOR,
         "version": _VERSION,
         "category": config.category,
@@ -507,6 +615,42 @@ def _marker(config: SyntheticConfig) -> dict:
         "seed": config.seed,
         "counts": {key: int(config.counts.get(key, 0)) for key in _COUNT_KEYS},
     }
+    # Only when on: sets written without the shortcut keep their SYNTHETIC.json byte for byte.
+    if config.shortcut_fraction > 0:
+        marked = _shortcut_marked(config)
+        marker["shortcut"] = {
+            "fraction": config.shortcut_fraction,
+            "size": config.shortcut_size,
+            "side_px": config.shortcut_side,
+            "mask_dir": SHORTCUT_MASK_DIR,
+            "markers": {label: {"shape": shape, "rgb": list(rgb)} for label, (shape, rgb) in SHORTCUT_MARKERS.items()},
+            "marked": {label: len(marked.get(label, ())) for label in DEFECT_TYPES},
+        }
+    return marker
+
+
+def _shortcut_rng(config: SyntheticConfig, split: str, label: str, index: int, stream: int) -> np.random.Generator:
+    # Child streams (spawn_key) of the sample's seed: independent of the image's own stream, which
+    # therefore draws exactly what it draws with the shortcut off. Stream 1 picks, stream 2 places.
+    entropy = [config.seed, _SPLITS.index(split), _CLASSES.index(label), index]
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(stream,)))
+
+
+def _shortcut_marked(config: SyntheticConfig) -> dict[str, frozenset[int]]:
+    """Indices of the images of each defect class that carry the shortcut marker.
+
+    Exactly round(fraction * n) per class: the images with the smallest per-image random keys, so a
+    class's choice depends on the seed and its own count only.
+    """
+    marked: dict[str, frozenset[int]] = {}
+    if config.shortcut_fraction <= 0:
+        return marked
+    for defect in DEFECT_TYPES:
+        count = config.counts.get(f"test/{defect}", 0)
+        keys = [_shortcut_rng(config, "test", defect, index, 1).random() for index in range(count)]
+        chosen = sorted(range(count), key=lambda index: (keys[index], index))
+        marked[defect] = frozenset(chosen[: math.floor(config.shortcut_fraction * count + 0.5)])
+    return marked
 
 
 def _planned(config: SyntheticConfig) -> Iterator[tuple[str, str, int]]:
@@ -525,12 +669,19 @@ def _mask_path(label: str, index: int) -> str:
     return f"ground_truth/{label}/{index:03d}_mask.png"
 
 
+def _shortcut_mask_path(label: str, index: int) -> str:
+    return f"{SHORTCUT_MASK_DIR}/{label}/{index:03d}_mask.png"
+
+
 def _expected_files(config: SyntheticConfig) -> list[str]:
     files = []
+    marked = _shortcut_marked(config)
     for split, label, index in _planned(config):
         files.append(_image_path(split, label, index))
         if label != "good":
             files.append(_mask_path(label, index))
+        if index in marked.get(label, ()):
+            files.append(_shortcut_mask_path(label, index))
     return files
 
 
@@ -587,8 +738,11 @@ def _check_target(out: Path, config: SyntheticConfig) -> bool:
 def _describe(marker: dict) -> str:
     counts = marker.get("counts", {})
     total = sum(counts.values()) if isinstance(counts, dict) else "?"
+    shortcut = marker.get("shortcut")
+    fraction = shortcut.get("fraction") if isinstance(shortcut, dict) else 0.0
     return (
-        f"category={marker.get('category')!r}, size={marker.get('size')}, seed={marker.get('seed')}, {total} images"
+        f"category={marker.get('category')!r}, size={marker.get('size')}, seed={marker.get('seed')}, {total} images, "
+        f"shortcut_fraction={fraction}"
     )
 
 
@@ -597,8 +751,9 @@ def generate_synthetic_mvtec(
 ) -> Path:
     """Write the dataset; return the category folder <out>/<category>.
 
-    Writes ``<out>/<category>/{train,test}/<class>/NNN.png``, ``ground_truth/<defect>/NNN_mask.png``
-    and the ``<out>/SYNTHETIC.json`` marker. Does nothing when the same set is already complete;
+    Writes ``<out>/<category>/{train,test}/<class>/NNN.png``, ``ground_truth/<defect>/NNN_mask.png``,
+    with the shortcut on ``shortcut_mask/<defect>/NNN_mask.png`` for the marked images, and the
+    ``<out>/SYNTHETIC.json`` marker. Does nothing when the same set is already complete;
     finishes an interrupted run; raises :class:`DatasetError` when ``out`` holds a synthetic set of
     another configuration, or MVTec-like folders without the marker (possibly the real data).
     """
@@ -610,16 +765,28 @@ def generate_synthetic_mvtec(
     # The marker goes first so that an interrupted run is recognised as ours and resumed.
     (out / MARKER_FILE).write_text(json.dumps(_marker(config), indent=2) + "\n")
     planned = list(_planned(config))
+    marked = _shortcut_marked(config)
     bar = tqdm(planned, desc=f"synthetic {config.category}", unit="image", disable=not progress, file=sys.stderr)
     for split, label, index in bar:
         image_path = category_dir / _image_path(split, label, index)
         mask_path = category_dir / _mask_path(label, index)
-        if image_path.is_file() and (label == "good" or mask_path.is_file()):
+        has_marker = index in marked.get(label, ())
+        marker_path = category_dir / _shortcut_mask_path(label, index)
+        if (
+            image_path.is_file()
+            and (label == "good" or mask_path.is_file())
+            and (not has_marker or marker_path.is_file())
+        ):
             continue
         defect = None if label == "good" else label
         image, mask = render_sample(_sample_rng(config, split, label, index), config.size, defect)
+        if has_marker:
+            image, marker_mask = add_shortcut_marker(
+                _shortcut_rng(config, split, label, index, 2), image, mask, label, config.shortcut_side
+            )
+            _save_png(marker_mask.astype(np.uint8) * 255, marker_path)
         if defect is not None:
-            # Mask before image: a present image then always implies a present mask.
+            # Masks before image: a present image then always implies its masks are present.
             _save_png(mask.astype(np.uint8) * 255, mask_path)
         _save_png(image, image_path)
     return category_dir
@@ -628,6 +795,33 @@ def generate_synthetic_mvtec(
 def is_synthetic(root: str | Path) -> bool:
     """True when ``root`` (the folder holding the category folders) carries the SYNTHETIC.json marker."""
     return (Path(root) / MARKER_FILE).is_file()
+
+
+def shortcut_mask_path(image_path: str | Path) -> str | None:
+    """Path of the shortcut marker's mask of an image ``<category>/<split>/<class>/<stem>.png``; None if unmarked.
+
+    For scoring attributions against the planted marker (the known-answer experiment): the mask is
+    ``<category>/shortcut_mask/<class>/<stem>_mask.png``, 0/255 like MVTec masks, and exists only for
+    images that carry a marker, so None means "no marker in this image" (or a set without the shortcut).
+    """
+    image_path = Path(image_path)
+    path = image_path.parent.parent.parent / SHORTCUT_MASK_DIR / image_path.parent.name / f"{image_path.stem}_mask.png"
+    return str(path) if path.is_file() else None
+
+
+def shortcut_settings(root: str | Path) -> dict | None:
+    """The shortcut section of ``<root>/SYNTHETIC.json`` (fraction, size, markers, ...); None when off or not synthetic.
+
+    Lets evaluation tell a known-answer data set from a plain one without guessing from file names.
+    """
+    marker_path = Path(root) / MARKER_FILE
+    if not marker_path.is_file():
+        return None
+    try:
+        shortcut = json.loads(marker_path.read_text()).get("shortcut")
+    except (OSError, ValueError, AttributeError) as error:
+        raise DatasetError(f"'{marker_path}' cannot be read ({error}).") from error
+    return shortcut if isinstance(shortcut, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -661,11 +855,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SPLIT/CLASS=N[,...]",
         help="override counts of the MVTec hazelnut defaults, e.g. test/crack=5,train/good=20 (0 drops a class)",
     )
+    parser.add_argument(
+        "--shortcut-fraction",
+        type=float,
+        default=0.0,
+        help="fraction (0..1) of each defect class's images that get a class-specific shortcut marker, with its "
+        "mask in shortcut_mask/ (default 0: off; the known-answer experiment)",
+    )
+    parser.add_argument(
+        "--shortcut-size", type=float, default=0.07, help="shortcut marker side, fraction of the image side"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     try:
         counts = _parse_counts(args.counts)
-        config = SyntheticConfig(size=args.size, seed=args.seed, category=args.category, counts=counts)
+        config = SyntheticConfig(
+            size=args.size,
+            seed=args.seed,
+            category=args.category,
+            counts=counts,
+            shortcut_fraction=args.shortcut_fraction,
+            shortcut_size=args.shortcut_size,
+        )
         category_dir = args.out / config.category
         n_images = sum(config.counts.values())
         if _check_target(args.out, config):
@@ -677,9 +888,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     n_masks = sum(config.counts.get(f"test/{defect}", 0) for defect in DEFECT_TYPES)
+    n_marked = sum(len(indices) for indices in _shortcut_marked(config).values())
+    shortcut = f" and {n_marked} shortcut markers (masks in {SHORTCUT_MASK_DIR}/)" if n_marked else ""
     print(
-        f"wrote {n_images} images and {n_masks} masks ({config.size}x{config.size}, seed {config.seed}) to "
-        f"'{category_dir}' in {time.perf_counter() - start:.1f}s; '{args.out / MARKER_FILE}' marks them synthetic."
+        f"wrote {n_images} images and {n_masks} masks{shortcut} ({config.size}x{config.size}, seed {config.seed}) "
+        f"to '{category_dir}' in {time.perf_counter() - start:.1f}s; '{args.out / MARKER_FILE}' marks them synthetic."
     )
     return 0
 
