@@ -2,17 +2,23 @@
 
 ``create_backbone("resnet18", pretrained=True)`` builds one by name; ``list_backbones("resnet*")``
 filters names, as timm's registry does. Pretrained weights come from torchvision's weights API.
+
+Every encoder outputs (B, C, h, w) feature maps, CNNs and the vision transformer alike: the ViT's
+last stage reshapes its patch tokens into a grid, so the classifier, the segmentation decoder and
+every layer CAM in :mod:`xai_lightning.explain` treat it like any convolutional stage.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.error import URLError
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -21,12 +27,13 @@ from xai_lightning.errors import ConfigError
 
 @dataclass
 class Backbone:
-    """A convolutional encoder split into named stages.
+    """An encoder split into named stages, the last one giving a (B, C, h, w) feature map.
 
     Attributes:
         name: torchvision model name.
         encoder: named stages run in order; the last one outputs the deep feature map.
-        skip_stage: name of the stage whose output (stride 8) feeds the segmentation decoder.
+        skip_stage: name of the stage whose output (stride 8; stride 16 for ViTs, which have no finer
+            map) feeds the segmentation decoder.
         cam_layer: dotted path, inside ``encoder``, of the layer Grad-CAM hooks by default.
     """
 
@@ -124,3 +131,90 @@ def _efficientnet_b0(model: nn.Module) -> Backbone:
     f = model.features
     stages = OrderedDict(stem=f[:3], stage3=f[3], deep=f[4:])  # f[3] ends at stride 8
     return Backbone(name="efficientnet_b0", encoder=nn.Sequential(stages), skip_stage="stage3", cam_layer="deep")
+
+
+# ---------------------------------------------------------------------------- vision transformer
+class PatchEmbedding(nn.Module):
+    """ViT stage 1: image → (B, 1 + N, D) tokens (class token, then patches in row-major order).
+
+    Holds (shares, not copies) torchvision's ``conv_proj``, ``class_token``, ``pos_embedding`` and the
+    encoder's embedding dropout, so pretrained weights load unchanged. torchvision's ViT only accepts
+    its build ``image_size`` (224); here the patch position embeddings are resampled bicubically to
+    the input's patch grid, as timm and DeiT do for fine-tuning at another resolution. The stored
+    embedding stays the 14×14 one, so a checkpoint works at any input size that is a multiple of
+    the patch size.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.patch_size: int = model.patch_size
+        self.conv_proj = model.conv_proj
+        self.class_token = model.class_token
+        self.pos_embedding = model.encoder.pos_embedding
+        self.dropout = model.encoder.dropout
+        #: Side of the patch grid the stored position embeddings were trained for (224 / 16 = 14).
+        self.trained_grid: int = model.image_size // model.patch_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            # The conv would silently drop the last rows/columns, and a CAM upsampled over the whole
+            # image would then be shifted against it.
+            raise ConfigError(
+                f"A ViT with patch size {self.patch_size} needs image sides that are multiples of "
+                f"{self.patch_size}; got {height}×{width} (set `data.image_size`, e.g. 64, 128 or 224)."
+            )
+        patches = self.conv_proj(images)  # (B, D, h, w)
+        grid = patches.shape[-2:]
+        tokens = patches.flatten(2).transpose(1, 2)  # (B, h·w, D)
+        class_token = self.class_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([class_token, tokens], dim=1)
+        return self.dropout(tokens + self.position_embedding(tuple(grid)))
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(1, 1 + h·w, D) position embeddings for an h × w patch grid (class token's unchanged)."""
+        if grid == (self.trained_grid, self.trained_grid):
+            return self.pos_embedding
+        cls_pos, patch_pos = self.pos_embedding[:, :1], self.pos_embedding[:, 1:]
+        dim = patch_pos.shape[-1]
+        patch_pos = patch_pos.reshape(1, self.trained_grid, self.trained_grid, dim).permute(0, 3, 1, 2)
+        # Bicubic, align_corners=False: torchvision's own interpolate_embeddings and timm's
+        # resample_abs_pos_embed resample the same way.
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+
+
+class TokenGrid(nn.Module):
+    """ViT last stage: drop the class token and reshape patch tokens (B, 1 + h·w, D) → (B, D, h, w).
+
+    This is the layer Grad-CAM hooks: a 4-D activation whose gradient's spatial mean weighs each of
+    the D channels, exactly as for a CNN stage. Inputs are square (the data module resizes to
+    ``image_size`` × ``image_size``), so the side is √N; a non-square token count is an error rather
+    than a wrong reshape.
+    """
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, 1:]
+        batch, count, dim = patches.shape
+        side = math.isqrt(count)
+        if side * side != count:
+            raise ValueError(f"TokenGrid expects a square patch grid; got {count} patch tokens.")
+        return patches.transpose(1, 2).reshape(batch, dim, side, side)
+
+
+@register_backbone("vit_b_16")
+def _vit_b_16(model: nn.Module) -> Backbone:
+    """ViT-B/16 as stages ``patchify`` → ``blocks`` → ``grid`` (a (B, 768, H/16, W/16) map).
+
+    The classifier pools the patch grid (global average of the patch tokens after the final
+    LayerNorm, a standard ViT variant), so torchvision's class-token head (``model.heads``) is not
+    used, pretrained or not. The class token still goes through the blocks, where pretrained
+    attention expects it. A ViT has no stride-8 map, so the segmentation decoder's skip input is the
+    stride-16 grid itself (skip and deep features are then the same map).
+    """
+    stages = OrderedDict(
+        patchify=PatchEmbedding(model),
+        blocks=nn.Sequential(model.encoder.layers, model.encoder.ln),
+        grid=TokenGrid(),
+    )
+    return Backbone(name="vit_b_16", encoder=nn.Sequential(stages), skip_stage="grid", cam_layer="grid")
