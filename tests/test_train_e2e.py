@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import smoke_args
+from conftest import SMOKE_COUNTS, smoke_args
 from xai_lightning.cli import main
 from xai_lightning.errors import ConfigError, DatasetError
 from xai_lightning.models import MultiTaskClassifier
@@ -138,6 +138,11 @@ def test_evaluate_recomputes_attributions_per_image_deterministically(smoke_run,
     again = explain_run(run, methods, splits=("test",))
     pd.testing.assert_frame_equal(first, again)
     assert set(first["method"]) == {"gradcam", "random"} and (first["split"] == "test").all()
+    # Faithfulness curves come with every image and method; no marker masks on a plain set.
+    curves = first[first["metric"].isin(["deletion_auc", "insertion_auc"])]
+    assert len(curves) == 2 * len(first[first["metric"] == "tko"])
+    assert curves["value"].between(0, 1).all()
+    assert "tko_marker" not in set(first["metric"])
     assert first["image_id"].nunique() == 8  # the test split's defect images (2 per class)
     assert {"tko", "pointing_game", "pixel_auroc"} <= set(first["metric"])
     tko = first[(first["metric"] == "tko")]["value"]
@@ -146,6 +151,26 @@ def test_evaluate_recomputes_attributions_per_image_deterministically(smoke_run,
     logged = pd.read_csv(run_dir / "xai" / "test_epoch002.csv").set_index("image_id")["tko/gradcam"]
     recomputed = first[(first["metric"] == "tko") & (first["method"] == "gradcam")].set_index("image_id")["value"]
     pd.testing.assert_series_equal(recomputed.sort_index(), logged.sort_index(), check_names=False, atol=1e-6)
+
+
+def test_evaluate_scores_attributions_against_the_planted_marker(tmp_path):
+    from xai_lightning.data.synthetic import SyntheticConfig, generate_synthetic_mvtec
+    from xai_lightning.evaluate import explain_run
+    from xai_lightning.runs import find_runs
+
+    root = tmp_path / "data"
+    generate_synthetic_mvtec(root, SyntheticConfig(size=96, seed=0, counts=SMOKE_COUNTS, shortcut_fraction=1.0))
+    main(
+        smoke_args(
+            root, tmp_path / "exp", "--data.synthetic.shortcut_fraction", "1", "--trainer.max_epochs", "1",
+            "--test_after_fit", "false", "--trainer.callbacks", "[]",
+        )
+    )
+    (run,) = find_runs(tmp_path / "exp")
+    table = explain_run(run, {"saliency": {"method": "saliency"}}, splits=("test",), faithfulness_steps=0)
+    marker = table[table["metric"] == "tko_marker"]
+    assert len(marker) == len(table[table["metric"] == "tko"]) > 0
+    assert marker["value"].between(0, 1).all()
 
 
 def test_evaluate_errors_name_what_is_wrong(smoke_run, tmp_path):

@@ -21,7 +21,9 @@ from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain import build_explainers, explainer_specs, list_explainers
 from xai_lightning.explain.engine import explain_batch
-from xai_lightning.metrics import localization_scores
+from xai_lightning.data.cache import ResizedImageCache
+from xai_lightning.data.synthetic import shortcut_mask_path, shortcut_settings
+from xai_lightning.metrics import curve_area, deletion_curve, insertion_curve, localization_scores, top_k_overlap
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import Run, find_runs
 from xai_lightning.tracking import read_wandb_history
@@ -73,17 +75,24 @@ def explain_run(
     batch_size: int = 8,
     seed: int = 0,
     experiment: str | None = None,
+    faithfulness_steps: int = 10,
+    faithfulness_baseline: str = "blur",
 ) -> pd.DataFrame:
-    """Per-image localisation scores of every method on the run's checkpoint, recomputed deterministically.
+    """Per-image scores of every method on the run's checkpoint, recomputed deterministically.
 
     Explains the ground-truth class with the evaluation transform (no augmentation), on the images
-    with a defect mask (at most ``max_images_per_class`` per class, seeded). Returns the long table
+    with a defect mask (at most ``max_images_per_class`` per class, seeded). Metrics: the localisation
+    metrics against the defect mask; ``deletion_auc`` / ``insertion_auc`` (``faithfulness_steps``
+    steps, 0 to skip); and on a known-answer synthetic set (``shortcut_fraction`` > 0),
+    ``tko_marker``: TKO against the planted marker's mask. Returns the long table
     (experiment, run, seed, split, image_id, class, target, prediction, method, metric, value).
     """
     model = run.load_model(checkpoint).eval()
     data = run.load_datamodule()
     data.setup()
     explainers = build_explainers(methods, model, seed)
+    # Known-answer data: the marker masks, resized exactly like the defect masks.
+    markers = ResizedImageCache(data.image_size) if data.is_synthetic and shortcut_settings(data.root) else None
     frames = []
     for split in splits:
         frame = data.frame(split)
@@ -99,8 +108,21 @@ def explain_run(
             classes = [model.class_names[i] for i in batch["label"].tolist()]
             explained = explain_batch(explainers, batch["image"], batch["label"])
             _report_failures(explained, f"{run.name} {split}")
+            paths = frame.loc[batch["index"].tolist(), "image_path"].tolist()
+            marker_masks = None
+            if markers is not None:
+                marker_masks = torch.stack([torch.from_numpy(markers.mask(shortcut_mask_path(p))) > 0 for p in paths])
             for display, maps in explained.maps.items():
-                for metric, values in localization_scores(maps, masks).items():
+                scores = localization_scores(maps, masks)
+                if marker_masks is not None:
+                    scores["tko_marker"] = top_k_overlap(maps, marker_masks)
+                if faithfulness_steps:
+                    for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
+                        probabilities = curve(
+                            model.classify, batch["image"], batch["label"], maps, faithfulness_steps, faithfulness_baseline
+                        )
+                        scores[name] = curve_area(probabilities)
+                for metric, values in scores.items():
                     frames.append(
                         pd.DataFrame(
                             {
@@ -186,6 +208,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--xai-splits", nargs="+", choices=SPLITS, default=["train", "test"])
     parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every image with a mask")
+    parser.add_argument(
+        "--faithfulness-steps", type=int, default=10,
+        help="deletion / insertion curve steps per image and method (0: skip these curves)",
+    )
+    parser.add_argument("--faithfulness-baseline", choices=["blur", "mean"], default="blur")
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B summary run")
     args = parser.parse_args(argv)
@@ -202,7 +229,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             methods = _methods_for(run, args.methods)
             if methods:
                 per_image.append(
-                    explain_run(run, methods, tuple(args.xai_splits), args.checkpoint, args.max_images_per_class, experiment=name)
+                    explain_run(
+                        run, methods, tuple(args.xai_splits), args.checkpoint, args.max_images_per_class,
+                        experiment=name, faithfulness_steps=args.faithfulness_steps,
+                        faithfulness_baseline=args.faithfulness_baseline,
+                    )
                 )
                 if not examples:
                     examples = example_maps(run, methods, split=args.xai_splits[-1])

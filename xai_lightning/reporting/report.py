@@ -77,7 +77,7 @@ def build_report(
             write_table(table, tables_dir, metric, caption=f"{name} per split and class")
             lines += [f"## {number}. {name} per split and class", "", to_markdown(table, caption=_caption("", table)), ""]
         others = [m for m in sorted(across["metric"].unique()) if m not in ("win_rate", "tko")]
-        lines += ["## 4. Other localisation metrics (overall)", ""]
+        lines += ["## 4. Other metrics per split (overall)", ""]
         for metric in others:
             subset = across[(across["metric"] == metric) & (across["class"] == "overall")]
             table = mean_std_table(subset, rows=["experiment", "split"], columns="method", order=order)
