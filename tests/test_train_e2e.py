@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import SMOKE_COUNTS, smoke_args
+
 from xai_lightning.cli import main
 from xai_lightning.errors import ConfigError, DatasetError
 from xai_lightning.models import MultiTaskClassifier

@@ -16,14 +16,20 @@ import torch
 from tqdm.auto import tqdm
 
 from xai_lightning.callbacks.attribution import select_images
+from xai_lightning.data.cache import ResizedImageCache
 from xai_lightning.data.splits import SPLITS
+from xai_lightning.data.synthetic import shortcut_mask_path, shortcut_settings
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain import build_explainers, explainer_specs, list_explainers
 from xai_lightning.explain.engine import explain_batch
-from xai_lightning.data.cache import ResizedImageCache
-from xai_lightning.data.synthetic import shortcut_mask_path, shortcut_settings
-from xai_lightning.metrics import curve_area, deletion_curve, insertion_curve, localization_scores, top_k_overlap
+from xai_lightning.metrics import (
+    curve_area,
+    deletion_curve,
+    insertion_curve,
+    localization_scores,
+    top_k_overlap,
+)
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import Run, find_runs
 from xai_lightning.tracking import read_wandb_history
