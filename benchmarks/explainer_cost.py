@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import forward_backward, interleaved_medians
 from xai_lightning.explain import create_explainer, list_explainers
 from xai_lightning.models import MultiTaskClassifier
 
@@ -35,13 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     targets = torch.randint(0, model.num_classes, (args.batch_size,))
 
-    def forward_backward() -> None:
-        x = images.clone().requires_grad_(True)
-        score = model.classify(x).gather(1, targets[:, None]).sum()
-        torch.autograd.grad(score, x)
-
     names = args.methods or [n for n in list_explainers() if not n.startswith("test_")]
-    candidates = {"forward+backward": forward_backward}
+    candidates = {"forward+backward": forward_backward(model, images, targets)}
     for name in names:
         explainer = create_explainer(name, model)
         candidates[name] = lambda explainer=explainer: explainer.explain(images, targets)

@@ -23,7 +23,13 @@ import sys
 import torch
 from captum.attr import IntegratedGradients
 
-from benchmarks.timing import device_of, interleaved_medians, print_header, synchronize
+from benchmarks.timing import (
+    device_of,
+    forward_backward,
+    interleaved_medians,
+    print_header,
+    synchronize,
+)
 from xai_lightning.explain.base import attribution_mode
 from xai_lightning.explain.integrated_gradients import (
     adaptive_integrated_gradients,
@@ -53,12 +59,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     for size in args.batch_sizes:
         points = torch.randn(size, *images.shape[1:], device=device)
         point_targets = torch.arange(size, device=device) % model.num_classes
-
-        def forward_backward(points=points, point_targets=point_targets) -> None:
-            x = points.clone().requires_grad_(True)
-            torch.autograd.grad(model.classify(x).gather(1, point_targets[:, None]).sum(), x)
-
-        candidates[f"fwd+bwd b={size}"] = forward_backward
+        candidates[f"fwd+bwd b={size}"] = forward_backward(model, points, point_targets)
         candidates[f"ours b={size}"] = lambda size=size: integrated_gradients(
             model.classify, images, baselines, targets, args.n_steps, internal_batch_size=size
         )

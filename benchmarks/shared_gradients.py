@@ -21,7 +21,12 @@ import argparse
 
 import torch
 
-from benchmarks.timing import device_of, interleaved_medians, print_header
+from benchmarks.timing import (
+    device_of,
+    forward_backward,
+    interleaved_medians,
+    print_header,
+)
 from xai_lightning.explain import create_explainer
 from xai_lightning.explain.engine import explain_batch
 from xai_lightning.models import MultiTaskClassifier
@@ -66,12 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = torch.randint(0, model.num_classes, (args.batch_size,), device=device)
     explainers = {name: create_explainer(name, model) for name in GROUP}
 
-    def forward_backward() -> None:
-        x = images.clone().requires_grad_(True)
-        torch.autograd.grad(model.classify(x).gather(1, targets[:, None]).sum(), x)
-
     candidates = {
-        "forward+backward": forward_backward,
+        "forward+backward": forward_backward(model, images, targets),
         "shared group x4": lambda: explain_batch(explainers, images, targets),
         "captum x3": lambda: [explainers[name].explain(images, targets) for name in GROUP[:3]],
         "separate x4": lambda: explain_batch(explainers, images, targets, share_gradients=False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -43,6 +43,16 @@ def interleaved_medians(
             synchronize(device)
             runs[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def forward_backward(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+    """One plain forward + backward of the target logits w.r.t. the input: the floor of any gradient method."""
+
+    def run() -> None:
+        x = images.clone().requires_grad_(True)
+        torch.autograd.grad(model.classify(x).gather(1, targets[:, None]).sum(), x)
+
+    return run
 
 
 def machine() -> str:

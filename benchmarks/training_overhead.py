@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.timing import interleaved_medians, machine
+from benchmarks.timing import forward_backward, interleaved_medians, machine
 from xai_lightning.callbacks import AttributionCallback
 from xai_lightning.cli import main as train
 from xai_lightning.explain.engine import floor_passes
@@ -63,15 +63,11 @@ def floor_seconds(cli, repeats: int) -> tuple[float, dict]:
     batch = torch.randn(callback.batch_size, 3, size, size, device=model.device)
     targets = torch.arange(callback.batch_size, device=model.device) % model.num_classes
 
-    def forward_backward() -> None:
-        x = batch.clone().requires_grad_(True)
-        torch.autograd.grad(model.classify(x).gather(1, targets[:, None]).sum(), x)
-
     def forward() -> None:
         with torch.no_grad():
             model.classify(batch)
 
-    seconds = interleaved_medians({"fb": forward_backward, "f": forward}, repeats, model.device)
+    seconds = interleaved_medians({"fb": forward_backward(model, batch, targets), "f": forward}, repeats, model.device)
     per_image_fb, per_image_f = seconds["fb"] / len(batch), seconds["f"] / len(batch)
     passes = floor_passes(callback.explainers, (size, size))
     images = sum(entry["n_images"] or 0 for entry in callback.history)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic MVTec-layout dataset made once per session, offline W&B."""
+"""Shared fixtures: a tiny synthetic MVTec-layout dataset made once per session, offline W&B; a tiny CNN."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from torch import Tensor, nn
 
 # Tests never touch the network: W&B writes offline runs that the tests read back.
 os.environ["WANDB_MODE"] = "offline"
@@ -41,3 +42,22 @@ def dataset_copy(smoke_root, tmp_path) -> Path:
 def smoke_args(data_root: Path, experiment_dir: Path, *extra: str) -> list[str]:
     """train.py arguments for the smoke config writing only under the given folders."""
     return ["--config", str(SMOKE_CONFIG), "--data.root", str(data_root), "--experiment_dir", str(experiment_dir), *extra]
+
+
+class TinyCNN(nn.Module):
+    """Two convolutions, global average pooling and a linear head: small enough to differentiate by hand."""
+
+    cam_layer_name = "features.2"
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
+        )
+        self.head = nn.Linear(6, num_classes)
+
+    def classify(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classify(images)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TinyCNN
 from torch import Tensor, nn
 
 from xai_lightning.errors import ConfigError
@@ -18,9 +19,9 @@ from xai_lightning.explain import (
     attribution_mode,
     create_explainer,
     list_explainers,
+    methods,
     reduce_attribution,
 )
-from xai_lightning.explain import methods
 from xai_lightning.explain.methods import WeightedLinearRegression, make_baseline
 from xai_lightning.explain.reduction import cam, max_abs, sum_abs
 from xai_lightning.models import MultiTaskClassifier
@@ -53,24 +54,6 @@ CHEAP: dict[str, dict] = {
     "kernel_shap": {"n_samples": 16},
 }
 
-
-class TinyCNN(nn.Module):
-    """Two convolutions, global average pooling and a linear head: small enough to differentiate by hand."""
-
-    cam_layer_name = "features.2"
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.head = nn.Linear(6, num_classes)
-
-    def classify(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images).mean(dim=(2, 3)))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.classify(images)
 
 
 class LinearClassifier(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TinyCNN
 from torch import Tensor, nn
 
 from xai_lightning.errors import ConfigError
@@ -35,24 +36,6 @@ class RegionReadout(nn.Module):
         evidence = self.weight * (images * self.region).sum(dim=(1, 2, 3))
         return torch.stack([torch.zeros_like(evidence), evidence], dim=1)
 
-
-class TinyCNN(nn.Module):
-    """Two convolutions, global average pooling and a linear head."""
-
-    cam_layer_name = "features.2"
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.head = nn.Linear(6, num_classes)
-
-    def classify(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images).mean(dim=(2, 3)))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.classify(images)
 
 
 @pytest.fixture(scope="module")

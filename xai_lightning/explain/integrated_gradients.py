@@ -15,7 +15,7 @@ from two forward passes, so an image whose integral has converged stops early.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
@@ -26,6 +26,18 @@ from torch import Tensor
 #: slower, larger chunks fall out of the cache). CUDA: not measured here (no GPU was available); large
 #: chunks keep a GPU busy, and the same script finds the best value on one.
 DEFAULT_INTERNAL_BATCH = {"cpu": 16, "cuda": 128}
+
+
+def point_chunks(n_images: int, n_points: int, chunk: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(image, point)`` index tensors of at most ``chunk`` pairs, covering all n_images × n_points pairs.
+
+    The flat list of pairs is what bounds peak memory by ``chunk`` alone, whatever the batch and the
+    number of points per image (IG's path steps, a deletion curve's steps).
+    """
+    total = n_images * n_points
+    for start in range(0, total, chunk):
+        pair = torch.arange(start, min(start + chunk, total), device=device)
+        yield pair // n_points, pair % n_points
 
 
 def default_internal_batch(device: torch.device) -> int:
@@ -60,10 +72,7 @@ def integrated_gradients(
     weights = torch.tensor(step_sizes_fn(n_steps), dtype=accumulate, device=images.device)
     delta = images - baselines
     total = torch.zeros_like(images, dtype=accumulate)
-    n_points = len(images) * n_steps
-    for start in range(0, n_points, internal_batch_size):
-        point = torch.arange(start, min(start + internal_batch_size, n_points), device=images.device)
-        image, step = point // n_steps, point % n_steps
+    for image, step in point_chunks(len(images), n_steps, internal_batch_size, images.device):
         scale = alphas[step].view(-1, *([1] * (images.dim() - 1)))
         path = (baselines[image] + scale * delta[image]).to(images.dtype).requires_grad_(True)
         score = forward(path).gather(1, targets[image].view(-1, 1)).sum()

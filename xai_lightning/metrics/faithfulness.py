@@ -27,7 +27,10 @@ from torchvision.transforms.functional import gaussian_blur
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer
-from xai_lightning.explain.integrated_gradients import default_internal_batch
+from xai_lightning.explain.integrated_gradients import (
+    default_internal_batch,
+    point_chunks,
+)
 
 #: Baselines that removed pixels are replaced with.
 CURVE_BASELINES = ("blur", "mean")
@@ -152,16 +155,16 @@ def _curve(
         rank.scatter_(1, order, torch.arange(n_pixels, device=maps.device).expand_as(order))
         # Pixels switched at each point: floor(s · HW / steps), exact in integers (0 and HW included).
         switched = torch.arange(n_points, device=images.device) * n_pixels // steps
-        probabilities = torch.empty(n_images * n_points, device=images.device, dtype=torch.float32)
-        for first in range(0, n_images * n_points, batch_size):
-            point = torch.arange(first, min(first + batch_size, n_images * n_points), device=images.device)
-            image, step = point // n_points, point % n_points
+        probabilities = []
+        for image, step in point_chunks(n_images, n_points, batch_size, images.device):
             moved = (rank[image] < switched[step, None]).view(-1, 1, height, width)
             inputs = torch.where(moved, end_image[image], start_image[image])
             # Softmax in float32 at least: half-precision logits would round small probabilities.
             logits = classify(inputs).float()
-            probabilities[first : first + len(point)] = logits.softmax(1).gather(1, targets[image].view(-1, 1))[:, 0]
-    return probabilities.view(n_images, n_points)
+            probabilities.append(logits.softmax(1).gather(1, targets[image].view(-1, 1))[:, 0])
+    if not probabilities:  # an empty batch
+        return images.new_zeros(0, n_points, dtype=torch.float32)
+    return torch.cat(probabilities).view(n_images, n_points)
 
 
 # ---------------------------------------------------------------------------- infidelity / sensitivity
