@@ -274,7 +274,9 @@ def test_explainers_follow_the_module_the_trainer_is_given(smoke_root, tmp_path)
     "options, option",
     [({"top_k": 0}, "top_k"), ({"top_k": 1.5}, "top_k"), ({"batch_size": 0}, "batch_size"),
      ({"pointing_tolerance": -1}, "pointing_tolerance"), ({"splits": ["test"]}, "splits"),
-     ({"target": "truth"}, "target"), ({"methods": {}}, "methods")],
+     ({"target": "truth"}, "target"), ({"methods": {}}, "methods"),
+     ({"faithfulness_steps": -1}, "faithfulness_steps"), ({"faithfulness_steps": 2.5}, "faithfulness_steps"),
+     ({"faithfulness_baseline": "zero"}, "faithfulness_baseline")],
 )
 def test_bad_callback_options_are_named(options, option):
     from xai_lightning.errors import ConfigError
@@ -290,3 +292,89 @@ def test_unknown_method_stops_the_run_before_training(smoke_root, tmp_path):
     with pytest.raises(ConfigError, match=r"AttributionCallback.methods.my_ig.*Unknown explainer 'integrated_gradient'"):
         main(smoke_args(smoke_root, tmp_path, "--config", str(overlay)))
     assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+@register_explainer
+class _CurveFails(Explainer):
+    """Valid maps (a constant 7) that the patched deletion curve below refuses, as a curve bug on one method would."""
+
+    name = "test_curve_fails"
+    reduction = "none"
+
+    def attribute(self, images, targets):
+        return torch.full(images.shape[:1] + images.shape[-2:], 7.0)
+
+
+def _validate_small(smoke_root, tmp_path, **options) -> tuple:
+    """(callback, trainer, model, xai scalars) of one validation pass over one 32² image per defect class.
+
+    Each faithfulness step is a forward pass per image and method, so the images are kept small.
+    """
+    pl.seed_everything(0)
+    model = MultiTaskClassifier(backbone="resnet18")
+    data = MVTecDataModule(
+        root=str(smoke_root), source="mvtec", image_size=32, num_workers=0, split=SplitConfig(0.34, 0.33)
+    )
+    callback = AttributionCallback(max_images_per_class=1, log_images=0, **options)
+    trainer = pl.Trainer(
+        accelerator="cpu", callbacks=[callback], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    )
+    (metrics,) = trainer.validate(model, datamodule=data, verbose=False)
+    return callback, trainer, model, {k: v for k, v in metrics.items() if k.startswith("xai/")}
+
+
+def test_faithfulness_areas_are_logged_per_method_and_class_on_request(smoke_root, tmp_path):
+    methods = ["saliency"]  # every method costs the same 2 · (steps + 1) forward passes per image
+    callback, trainer, model, metrics = _validate_small(
+        smoke_root, tmp_path, methods=methods, faithfulness_steps=4, faithfulness_baseline="mean"
+    )
+    for method in methods:
+        keys = [f"xai/val/{area}/{method}" for area in ("deletion_auc", "insertion_auc")]
+        keys += [f"xai/val/{area}/{defect}/{method}" for area in ("deletion_auc", "insertion_auc")
+                 for defect in ("crack", "cut", "hole", "print")]
+        for key in keys:
+            assert 0 <= metrics[key] <= 1, key  # areas under probability curves over [0, 1]
+        assert metrics[f"xai/val/faithfulness_sec_per_image/{method}"] > 0
+        assert metrics[f"xai/val/failed/{method}"] == 0
+    csv = pd.read_csv(tmp_path / "xai" / "val_validate_epoch000.csv")
+    assert csv[[f"{area}/{m}" for area in ("deletion_auc", "insertion_auc") for m in methods]].notna().all().all()
+    assert set(callback.history[-1]["deletion_auc"]) == set(methods)
+    # The curves run inside the pass's forked RNG: the global stream is where it was.
+    before = torch.get_rng_state()
+    callback.run_pass(trainer, model, "val")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_faithfulness_is_off_by_default(smoke_root, tmp_path):
+    callback, _, _, metrics = _validate_small(smoke_root, tmp_path, methods=["random"])
+    assert callback.faithfulness_steps == 0
+    assert "xai/val/tko/random" in metrics
+    assert not [k for k in metrics if "deletion_auc" in k or "insertion_auc" in k or "faithfulness" in k]
+    csv = pd.read_csv(tmp_path / "xai" / "val_validate_epoch000.csv")
+    assert not [c for c in csv.columns if "_auc/" in c]
+
+
+def test_a_method_whose_curves_fail_is_dropped_while_the_others_go_on(smoke_root, tmp_path, monkeypatch):
+    from xai_lightning.callbacks import attribution
+
+    real = attribution.deletion_curve
+
+    def refuses_sevens(classify, images, targets, maps, *args, **kwargs):
+        if bool((maps == 7.0).all()):
+            raise RuntimeError("curve says no")
+        return real(classify, images, targets, maps, *args, **kwargs)
+
+    monkeypatch.setattr(attribution, "deletion_curve", refuses_sevens)
+    with pytest.warns(UserWarning, match="test_curve_fails: deletion / insertion curves failed"):
+        callback, _, _, metrics = _validate_small(
+            smoke_root, tmp_path, methods=["saliency", "test_curve_fails", "random"], faithfulness_steps=1
+        )
+    assert metrics["xai/val/failed/test_curve_fails"] == 1
+    assert not [k for k in metrics if k.endswith("/test_curve_fails") and "/failed/" not in k]
+    for method in ("saliency", "random"):
+        assert metrics[f"xai/val/failed/{method}"] == 0
+        assert math.isfinite(metrics[f"xai/val/deletion_auc/{method}"])
+        assert math.isfinite(metrics[f"xai/val/tko/{method}"])
+    assert metrics["xai/val/win_rate/saliency"] + metrics["xai/val/win_rate/random"] == pytest.approx(1.0)
+    assert "RuntimeError: curve says no" in callback.history[-1]["failed"]["test_curve_fails"]

@@ -86,7 +86,8 @@ def test_evaluate_a_two_seed_experiment_into_tables_figures_and_report(smoke_roo
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "logs" / "seed1.log").is_file()
     out = tmp_path / "evaluation"
-    metrics = evaluate([str(tmp_path), "--out", str(out), "--bootstrap", "200"])
+    checks = ["--check-images-per-class", "1", "--robustness-samples", "2", "--stability-runs", "2"]
+    metrics = evaluate([str(tmp_path), "--out", str(out), "--bootstrap", "200", *checks])
     assert set(metrics["seed"]) == {0, 1}
 
     # Table 1 agrees with the per-seed model metrics: mean and sample std over the two seeds.
@@ -105,10 +106,24 @@ def test_evaluate_a_two_seed_experiment_into_tables_figures_and_report(smoke_roo
     overall = per_seed.query("metric == 'win_rate' and `class` == 'overall'")
     assert (overall.groupby(["seed", "split"])["value"].sum() - 1).abs().max() < 1e-9
 
-    for name in ("win_rate_bars", "tko_distributions", "heatmap_grid", "training_curves"):
+    # Does the explanation tell the truth: each check's tidy table, its section and its figure.
+    randomization = pd.read_csv(out / "randomization.csv")
+    assert set(randomization["seed"]) == {0, 1} and randomization["image_id"].nunique() == 4
+    assert set(pd.read_csv(out / "stability.csv")["method"]) == {"random"}  # the smoke config's one stochastic method
+    assert set(pd.read_parquet(out / "agreement.parquet")["method_a"]) <= set(win.columns)
+    faithfulness = pd.read_csv(out / "faithfulness_curves.csv")
+    assert set(faithfulness["curve"]) == {"deletion", "insertion"} and faithfulness["probability"].between(0, 1).all()
+    cost = pd.read_csv(out / "tables" / "cost_quality.csv")
+    assert {"ms / image", "TKO", "deletion AUC", "infidelity", "max-sensitivity", "randomisation |ρ|"} <= set(cost.columns)
+    names = ("win_rate_bars", "tko_distributions", "heatmap_grid", "training_curves", "faithfulness_curves",
+             "randomization_curves", "agreement_heatmap")
+    for name in names:
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000, name
     report = (out / "report.md").read_text()
     assert "mean ± std over 2 seeds" in report and "SYNTHETIC" in report and "Wilcoxon" in report
+    for heading in ("Deletion and insertion curves", "cascading randomisation", "Run-to-run stability",
+                    "Cross-method agreement", "Cost and quality"):
+        assert heading in report, heading
     for suffix in ("csv", "md", "tex"):
         assert (out / "tables" / f"tko.{suffix}").is_file()
     assert list((out / "wandb").glob("offline-run-*"))  # the summary run

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_evaluate_rescores_the_best_checkpoint_like_the_training_run(smoke_run):
     from xai_lightning.evaluate import main as evaluate
 
     _, run_dir = smoke_run
-    table = evaluate([str(run_dir.parent), "--out", str(run_dir.parent / "eval")])
+    table = evaluate([str(run_dir.parent), "--out", str(run_dir.parent / "eval"), "--check-images-per-class", "0"])
     assert set(table["split"]) == {"train", "val", "test"}
     logged = _history(run_dir).dropna(subset=["test/acc"]).iloc[-1]
     test = table[table["split"] == "test"].set_index("metric")["value"]
@@ -134,9 +135,23 @@ def test_evaluate_recomputes_attributions_per_image_deterministically(smoke_run,
     _, run_dir = smoke_run
     (run,) = find_runs(run_dir.parent)
     methods = {"gradcam": {"method": "gradcam"}, "random": {"method": "random"}}
-    first = explain_run(run, methods, splits=("test",))
+    explained = explain_run(run, methods, splits=("test",))
     again = explain_run(run, methods, splits=("test",))
-    pd.testing.assert_frame_equal(first, again)
+    first = explained.per_image
+    timed = first["metric"] == "seconds"  # wall time differs from call to call; everything else must not
+    pd.testing.assert_frame_equal(first[~timed], again.per_image[~timed])
+    pd.testing.assert_frame_equal(explained.curves, again.curves)
+    pd.testing.assert_frame_equal(explained.agreement, again.agreement)
+    assert (first[timed]["value"] > 0).all() and timed.sum() == 16
+    assert (first["backbone"] == "resnet18").all()
+    # Mean curves: 11 points per curve from the full image to the baseline, over the 8 images.
+    assert set(explained.curves["curve"]) == {"deletion", "insertion"} and (explained.curves["n_images"] == 8).all()
+    assert len(explained.curves) == 2 * 2 * 11
+    deletion_auc = first.query("metric == 'deletion_auc' and method == 'gradcam'")["value"].mean()
+    mean_curve = explained.curves.query("curve == 'deletion' and method == 'gradcam'")["probability"].to_numpy()
+    assert deletion_auc == pytest.approx(np.trapezoid(mean_curve, dx=0.1), abs=1e-6)  # float32 areas
+    # One pair of methods, one IoU per image.
+    assert len(explained.agreement) == 8 and explained.agreement["iou"].between(0, 1).all()
     assert set(first["method"]) == {"gradcam", "random"} and (first["split"] == "test").all()
     # Faithfulness curves come with every image and method; no marker masks on a plain set.
     curves = first[first["metric"].isin(["deletion_auc", "insertion_auc"])]
@@ -167,7 +182,7 @@ def test_evaluate_scores_attributions_against_the_planted_marker(tmp_path):
         )
     )
     (run,) = find_runs(tmp_path / "exp")
-    table = explain_run(run, {"saliency": {"method": "saliency"}}, splits=("test",), faithfulness_steps=0)
+    table = explain_run(run, {"saliency": {"method": "saliency"}}, splits=("test",), faithfulness_steps=0).per_image
     marker = table[table["metric"] == "tko_marker"]
     assert len(marker) == len(table[table["metric"] == "tko"]) > 0
     assert marker["value"].between(0, 1).all()
@@ -195,3 +210,50 @@ def test_evaluate_errors_name_what_is_wrong(smoke_run, tmp_path):
         find_runs(tmp_path / "exp")[0].load_model("last")
     with pytest.raises(ConfigError, match="--methods integrated_gradient"):
         evaluate([str(run_dir.parent), "--out", str(tmp_path / "e"), "--methods", "integrated_gradient", "--no-wandb"])
+
+
+def test_checks_score_robustness_randomisation_and_stability_on_a_fixed_sample(smoke_run, monkeypatch):
+    import xai_lightning.checks as checks
+    from xai_lightning.runs import find_runs
+
+    _, run_dir = smoke_run
+    (run,) = find_runs(run_dir.parent)
+    methods = {"gradcam": {"method": "gradcam"}, "saliency": {"method": "saliency"}, "random": {"method": "random"}}
+    settings = checks.CheckSettings(images_per_class=1, robustness_samples=2, stability_runs=3)
+    real = checks.max_sensitivity_score
+
+    def broken_for_saliency(explainer, *args, **kwargs):
+        if explainer.name == "saliency":
+            raise RuntimeError("perturbation failed")
+        return real(explainer, *args, **kwargs)
+
+    monkeypatch.setattr(checks, "max_sensitivity_score", broken_for_saliency)
+    with pytest.warns(UserWarning, match="max_sensitivity of saliency failed"):
+        found = checks.check_run(run, methods, "test", settings, experiment="smoke")
+
+    # One image per defect class, the same sample whichever check.
+    robustness = found.per_image
+    assert set(robustness["image_id"]) == set(found.randomization["image_id"]) and robustness["image_id"].nunique() == 4
+    # A failing metric of one method costs that metric of that method only.
+    assert set(robustness.query("method == 'saliency'")["metric"]) == {"infidelity"}
+    assert set(robustness.query("method == 'gradcam'")["metric"]) == {"infidelity", "max_sensitivity"}
+    assert (robustness["value"] >= 0).all() and (robustness["experiment"] == "smoke").all()
+    # Randomisation: the intact model (step 0) and every layer top-down; the random map ignores the model.
+    steps = found.randomization.groupby("method")["layer"].unique()
+    assert list(steps["gradcam"]) == ["original", "classifier", "encoder.layer4", "encoder.layer3", "encoder.layer2",
+                                      "encoder.layer1", "encoder.stem"]
+    assert (found.randomization.query("step == 0")["spearman"].dropna() == 1).all()
+    assert (found.randomization.query("method == 'random'")["spearman"] == 1).all()
+    # Stability: only the stochastic method is run, and unseeded noise does not repeat.
+    assert set(found.stability["method"]) == {"random"} and (found.stability["runs"] == 3).all()
+    assert found.stability["spearman"].abs().max() < 0.2
+    # The same run, settings and seed give the same numbers.
+    monkeypatch.setattr(checks, "max_sensitivity_score", real)
+    again = checks.check_run(run, {"gradcam": methods["gradcam"]}, "test", settings, experiment="smoke")
+    pd.testing.assert_frame_equal(
+        again.randomization.reset_index(drop=True),
+        found.randomization.query("method == 'gradcam'").reset_index(drop=True),
+    )
+    assert checks.check_run(run, methods, "test", checks.CheckSettings(images_per_class=0)).randomization.empty
+    with pytest.raises(ValueError, match="stability_runs"):
+        checks.CheckSettings(stability_runs=-1)

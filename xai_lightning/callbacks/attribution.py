@@ -8,9 +8,10 @@ torchmetrics, logs scalars, heatmaps and a per-image table, and keeps a history 
 from __future__ import annotations
 
 import math
-import zlib
+import time
 import traceback
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
 from xai_lightning.explain.engine import explain_batch
 from xai_lightning.metrics import LOCALIZATION_METRICS, LocalizationMetric, WinRate, localization_scores
+from xai_lightning.metrics.faithfulness import CURVE_BASELINES, curve_area, deletion_curve, insertion_curve
 from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
 
 #: Methods explained when the config names none: cheap gradient methods plus the two references.
@@ -43,6 +45,9 @@ DEFAULT_METHODS: dict[str, dict[str, Any]] = {
 
 Split = Literal["train", "val", "test"]
 
+#: Per-image faithfulness areas tracked when ``faithfulness_steps`` > 0 (deletion: lower is better).
+FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc")
+
 
 @dataclass
 class PassResult:
@@ -55,6 +60,8 @@ class PassResult:
     per_image: pd.DataFrame
     failed: dict[str, str] = field(default_factory=dict)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
+    #: Wall time of the deletion / insertion curves per image, per method (empty when they are off).
+    faithfulness_seconds_per_image: dict[str, float] = field(default_factory=dict)
 
 
 class AttributionCallback(pl.Callback):
@@ -79,6 +86,14 @@ class AttributionCallback(pl.Callback):
             rule at K = 1, so a constant map scores chance), ``any`` = a hit if any of them is inside.
         log_images: how many images get a heatmap panel per pass (one W&B image each, all methods side by side).
         output_dir: where per-image CSVs go (default ``<run dir>/xai``).
+        faithfulness_steps: when > 0, also score each map against the model itself: deletion and
+            insertion curves (:func:`~xai_lightning.metrics.deletion_curve`) of the explained target's
+            probability with this many steps, logged as their areas ``deletion_auc`` (lower is
+            better) and ``insertion_auc`` (higher is better). Each image costs
+            ``2 · (steps + 1)`` extra forward passes per method, hence off (0) by default. The areas
+            need no mask: with ``include_good`` the empty-mask images count in them too.
+        faithfulness_baseline: what removed pixels are replaced with: ``blur`` (a blurred copy of the
+            image) or ``mean`` (the dataset-mean image).
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class AttributionCallback(pl.Callback):
         pointing_ties: Literal["expected", "any"] = "expected",
         log_images: int = 8,
         output_dir: str | None = None,
+        faithfulness_steps: int = 0,
+        faithfulness_baseline: Literal["blur", "mean"] = "blur",
     ) -> None:
         super().__init__()
         self.methods = explainer_specs(methods if methods is not None else DEFAULT_METHODS)
@@ -123,6 +140,14 @@ class AttributionCallback(pl.Callback):
                 raise ConfigError(f"`AttributionCallback.{option}` is {value}; use 0 or more.")
         if pointing_ties not in ("expected", "any"):
             raise ConfigError(f"`AttributionCallback.pointing_ties` is '{pointing_ties}'; use 'expected' or 'any'.")
+        if isinstance(faithfulness_steps, bool) or not isinstance(faithfulness_steps, int) or faithfulness_steps < 0:
+            raise ConfigError(
+                f"`AttributionCallback.faithfulness_steps` is {faithfulness_steps!r}; use 0 (off) or more."
+            )
+        if faithfulness_baseline not in CURVE_BASELINES:
+            raise ConfigError(
+                f"`AttributionCallback.faithfulness_baseline` is '{faithfulness_baseline}'; use 'blur' or 'mean'."
+            )
         self.every_n_epochs = every_n_epochs
         self.splits = list(splits)
         self.run_on_train_end = on_train_end
@@ -136,6 +161,8 @@ class AttributionCallback(pl.Callback):
         self.pointing_ties = pointing_ties
         self.log_images = log_images
         self.output_dir = output_dir
+        self.faithfulness_steps = faithfulness_steps
+        self.faithfulness_baseline = faithfulness_baseline
         self.explainers: dict[str, Explainer] = {}
         self._explained_module: pl.LightningModule | None = None
         #: One summary per pass (epoch, split, TKO / win-rate per method, failures); saved in checkpoints.
@@ -233,6 +260,7 @@ class AttributionCallback(pl.Callback):
         names = list(self.explainers)
         metrics = {name: self._metrics(class_names, device) for name in names}
         seconds = dict.fromkeys(names, 0.0)
+        faithfulness_seconds = dict.fromkeys(names, 0.0)
         errors: dict[str, str] = {}
         rows: list[dict[str, Any]] = []
         panels: list[dict[str, Any]] = []
@@ -248,7 +276,12 @@ class AttributionCallback(pl.Callback):
             with torch.no_grad():
                 predictions = pl_module.classify(images).argmax(dim=1)
             targets = labels if self.target == "label" else predictions
-            tko = torch.full((len(labels), len(names)), float("nan"), dtype=torch.float64, device=device)
+            # Per-image values of the per-image table, one column per method (NaN: failed or excluded).
+            columns = {
+                metric: torch.full((len(labels), len(names)), float("nan"), dtype=torch.float64, device=device)
+                for metric in ("tko", *self._faithfulness_metrics())
+            }
+            tko = columns["tko"]
             # Methods that need the same gradient (Grad-CAM, Saliency, Input×Gradient, the
             # segmentation head) share one forward/backward pass; a failing method is reported
             # and skipped for the rest of the pass without stopping the others.
@@ -260,17 +293,32 @@ class AttributionCallback(pl.Callback):
                     + "".join(traceback.format_exception(error)[-3:])
                 )
             for name, maps in batch_result.maps.items():
+                scores = {}
+                if self.faithfulness_steps:
+                    start = _clock(device)
+                    try:
+                        scores = self._faithfulness_scores(pl_module, images, targets, maps)
+                    except Exception as error:  # noqa: BLE001 (like a failing method: dropped, the others go on)
+                        errors[name] = f"faithfulness curves: {type(error).__name__}: {error}"
+                        rank_zero_warn(
+                            f"[xai] {name}: deletion / insertion curves failed on the {split} split; the method is "
+                            f"skipped for this pass: {errors[name]}\n" + "".join(traceback.format_exception(error)[-3:])
+                        )
+                        continue
+                    faithfulness_seconds[name] += _clock(device) - start
                 seconds[name] += batch_result.seconds[name]
                 # "expected" scores tied maxima by their share inside the mask (TKO at K = 1), so a
                 # constant map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
-                scores = localization_scores(
+                scores |= localization_scores(
                     maps, masks, k=self.top_k, tolerance=self.pointing_tolerance, ties=self.pointing_ties
                 )
                 for metric_name, metric in metrics[name].items():
                     metric.update_scores(scores[metric_name], labels)
-                tko[:, names.index(name)] = scores["tko"]
-            maps_for_panels = batch_result.maps
-            rows += self._rows(batch, frame, class_names, names, tko, targets, predictions)
+                for metric_name, column in columns.items():
+                    column[:, names.index(name)] = scores[metric_name]
+            # Maps of a method whose curves failed are not shown either: the method is dropped for the pass.
+            maps_for_panels = {name: maps for name, maps in batch_result.maps.items() if name not in errors}
+            rows += self._rows(batch, frame, class_names, names, columns, targets, predictions)
             if len(panels) < self.log_images:
                 panels += self._panels(batch, maps_for_panels, tko, names, self.log_images - len(panels))
 
@@ -292,6 +340,9 @@ class AttributionCallback(pl.Callback):
             per_image=per_image,
             failed=errors,
             seconds_per_image={name: seconds[name] / max(n_local, 1) for name in ok},
+            faithfulness_seconds_per_image=(
+                {name: faithfulness_seconds[name] / max(n_local, 1) for name in ok} if self.faithfulness_steps else {}
+            ),
         )
         # Empty-mask images (``good``) are not explained unless include_good; count them all the same.
         scalars[f"xai/{split}/n_empty_mask_skipped"] = 0.0 if self.include_good else float(
@@ -299,6 +350,8 @@ class AttributionCallback(pl.Callback):
         )
         for name, value in result.seconds_per_image.items():
             scalars[f"xai/{split}/sec_per_image/{name}"] = value
+        for name, value in result.faithfulness_seconds_per_image.items():
+            scalars[f"xai/{split}/faithfulness_sec_per_image/{name}"] = value
         self.history.append(self._summary(result, ok))
         if trainer.is_global_zero:
             self._report(trainer, result, ok, panels)
@@ -312,11 +365,32 @@ class AttributionCallback(pl.Callback):
 
     # ------------------------------------------------------------------ internals
     def _metrics(self, class_names: list[str], device: torch.device) -> dict[str, LocalizationMetric]:
-        # Plain accumulators: the scores come from localization_scores, computed once per batch.
-        return {name: LocalizationMetric(class_names=class_names).to(device) for name in LOCALIZATION_METRICS}
+        # Plain accumulators: the scores come from localization_scores (and the faithfulness curves),
+        # computed once per batch; sums and counts per class, so they sync across processes like TKO.
+        return {
+            name: LocalizationMetric(class_names=class_names).to(device)
+            for name in (*LOCALIZATION_METRICS, *self._faithfulness_metrics())
+        }
 
-    def _rows(self, batch, frame, class_names, names, tko, targets, predictions) -> list[dict[str, Any]]:
-        tko_cpu = tko.cpu().numpy()
+    def _faithfulness_metrics(self) -> tuple[str, ...]:
+        return FAITHFULNESS_METRICS if self.faithfulness_steps else ()
+
+    def _faithfulness_scores(self, pl_module, images, targets, maps) -> dict[str, torch.Tensor]:
+        """(B,) deletion and insertion areas of one method's maps for the explained targets.
+
+        The pass runs in eval mode and inside a forked RNG; the curves add no_grad and draw nothing.
+        """
+        scores = {}
+        for metric_name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
+            probabilities = curve(
+                pl_module.classify, images, targets, maps, self.faithfulness_steps, self.faithfulness_baseline
+            )
+            scores[metric_name] = curve_area(probabilities)
+        return scores
+
+    def _rows(self, batch, frame, class_names, names, columns, targets, predictions) -> list[dict[str, Any]]:
+        # One host copy per batch and metric, not one per image.
+        values = {metric: column.cpu().numpy() for metric, column in columns.items()}
         rows = []
         for i, row_id in enumerate(batch["index"].tolist()):
             row = {
@@ -325,7 +399,8 @@ class AttributionCallback(pl.Callback):
                 "target": class_names[int(targets[i])],
                 "prediction": class_names[int(predictions[i])],
             }
-            row.update({f"tko/{name}": float(tko_cpu[i, m]) for m, name in enumerate(names)})
+            for metric, column in values.items():
+                row.update({f"{metric}/{name}": float(column[i, m]) for m, name in enumerate(names)})
             rows.append(row)
         return rows
 
@@ -408,6 +483,10 @@ class AttributionCallback(pl.Callback):
             "n_images": s.get(f"xai/{split}/n_images"),
             "tko": {name: s.get(f"xai/{split}/tko/{name}") for name in ok},
             "win_rate": {name: s.get(f"xai/{split}/win_rate/{name}") for name in ok},
+            **{
+                metric: {name: s.get(f"xai/{split}/{metric}/{name}") for name in ok}
+                for metric in self._faithfulness_metrics()
+            },
             "failed": dict(result.failed),
         }
 
@@ -419,6 +498,10 @@ class AttributionCallback(pl.Callback):
                 "win_rate": [s.get(f"xai/{split}/win_rate/{n}") for n in ok],
                 "pointing": [s.get(f"xai/{split}/pointing_game/{n}") for n in ok],
                 "auroc": [s.get(f"xai/{split}/pixel_auroc/{n}") for n in ok],
+                **{
+                    metric.removesuffix("_auc"): [s.get(f"xai/{split}/{metric}/{n}") for n in ok]
+                    for metric in self._faithfulness_metrics()
+                },
                 "s/img": [result.seconds_per_image.get(n) for n in ok],
             },
             index=pd.Index(ok, name="method"),
@@ -492,6 +575,13 @@ def select_images(
             positions = np.sort(rng.choice(positions, max_images_per_class, replace=False))
         chosen += positions.tolist()
     return sorted(chosen)
+
+
+def _clock(device: torch.device) -> float:
+    # CUDA kernels run asynchronously: without a sync the clock would time the launches only.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _check_top_k(top_k: int | float | None) -> None:

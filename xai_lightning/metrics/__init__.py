@@ -3,7 +3,13 @@
 Functional forms (batched, pure torch) and torchmetrics wrappers (DDP-synced, per defect class).
 """
 
-from xai_lightning.metrics.agreement import Agreement, agreement_matrix, top_fraction_iou, top_fraction_mask
+from xai_lightning.metrics.agreement import (
+    Agreement,
+    agreement_matrix,
+    pairwise_agreement,
+    top_fraction_iou,
+    top_fraction_mask,
+)
 from xai_lightning.metrics.collection import (
     LocalizationMetric,
     OtsuIoU,
@@ -34,7 +40,12 @@ from xai_lightning.metrics.localization import (
     relevance_mass_accuracy,
     top_k_overlap,
 )
-from xai_lightning.metrics.sanity import cascading_randomization, sanity_verdict, spearman, stability
+from xai_lightning.metrics.sanity import (
+    cascading_randomization,
+    sanity_verdict,
+    spearman,
+    stability,
+)
 from xai_lightning.metrics.winrate import WinRate, win_credit, win_rate
 
 __all__ = [
@@ -50,6 +61,7 @@ __all__ = [
     "TopKOverlap",
     "WinRate",
     "agreement_matrix",
+    "pairwise_agreement",
     "cascading_randomization",
     "curve_area",
     "curve_baseline",

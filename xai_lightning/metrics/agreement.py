@@ -18,7 +18,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-__all__ = ["Agreement", "agreement_matrix", "top_fraction_count", "top_fraction_iou", "top_fraction_mask"]
+__all__ = [
+    "Agreement",
+    "agreement_matrix",
+    "pairwise_agreement",
+    "top_fraction_count",
+    "top_fraction_iou",
+    "top_fraction_mask",
+]
 
 
 def top_fraction_count(height: int, width: int, fraction: float) -> int:
@@ -96,6 +103,28 @@ class Agreement(NamedTuple):
     per_class: pd.DataFrame | None
 
 
+def pairwise_agreement(maps: Mapping[str, Tensor], fraction: float = 0.1) -> dict[tuple[str, str], Tensor]:
+    """(B,) top-``fraction`` IoU per image for every unordered pair of methods, in the order given.
+
+    The per-image values behind :func:`agreement_matrix`, for callers that pool images over many
+    batches (``evaluate.py`` stores them per image and averages per seed and class later). Each
+    method's mask is built once, whatever the number of pairs.
+
+    Args:
+        maps: method name -> (B, H, W) maps of the same images in the same order.
+        fraction: share of each map's pixels compared (docs/metrics.md: 0.1).
+
+    Returns:
+        ``{(a, b): (B,) float64 IoU}`` for each pair with ``a`` listed before ``b``.
+    """
+    names = list(maps)
+    shapes = {tuple(maps[name].shape) for name in names}
+    if len(shapes) > 1:
+        raise ValueError(f"maps must all have the same shape; got {dict((n, tuple(maps[n].shape)) for n in names)}.")
+    masks = {name: top_fraction_mask(maps[name], fraction) for name in names}
+    return {(a, b): _mask_iou(masks[a], masks[b]) for a, b in combinations(names, 2)}
+
+
 def agreement_matrix(
     maps: Mapping[str, Tensor],
     labels: Tensor | Sequence[int] | None = None,
@@ -121,14 +150,18 @@ def agreement_matrix(
     for name in names:
         if maps[name].shape != shape:
             raise ValueError(f"maps['{name}'] has shape {tuple(maps[name].shape)}; expected {tuple(shape)}.")
-    masks = {name: top_fraction_mask(maps[name], fraction) for name in names}
     n_images = shape[0]
     # (M, M, B) per-image IoUs; the diagonal is 1 by definition, each pair is computed once.
-    device = masks[names[0]].device
+    device = maps[names[0]].device
     iou = torch.ones(len(names), len(names), n_images, dtype=torch.float64, device=device)
-    for i, j in combinations(range(len(names)), 2):
-        iou[i, j] = iou[j, i] = _mask_iou(masks[names[i]], masks[names[j]])
-    overall = pd.DataFrame(iou.mean(dim=2).cpu().numpy(), index=pd.Index(names, name="method"), columns=names)
+    for (a, b), values in pairwise_agreement(maps, fraction).items():
+        i, j = names.index(a), names.index(b)
+        iou[i, j] = iou[j, i] = values
+    overall = pd.DataFrame(
+        iou.mean(dim=2).cpu().numpy(),
+        index=pd.Index(names, name="method"),
+        columns=names,
+    )
 
     per_class = None
     if labels is not None:

@@ -20,13 +20,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from xai_lightning.reporting.aggregate import agreement_square, randomization_summary
 from xai_lightning.reporting.heatmaps import overlay
 
 __all__ = [
     "DPI",
+    "agreement_heatmap",
+    "faithfulness_curves",
     "heatmap_grid",
     "method_colors",
     "metric_distributions",
+    "randomization_curves",
     "training_curves",
     "win_rate_bars",
 ]
@@ -395,18 +399,18 @@ def training_curves(
 _NEUTRAL = (0.12, 0.24, 0.45)
 
 
-def _curve_summary(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Per-epoch mean over seeds with the band's edges (``low``, ``high``), and the number of seeds.
+def _curve_summary(rows: pd.DataFrame, x: str = "epoch", value: str = "value") -> tuple[pd.DataFrame, int]:
+    """Mean over seeds at each ``x`` with the band's edges (``low``, ``high``), and the number of seeds.
 
     The band is ± the sample std with 3 seeds or more, and min–max with fewer, where a std rests on
-    one or two values.
+    one or two values. NaN values are skipped.
     """
-    # A value logged twice in one epoch (e.g. around a resume) must not weigh as two seeds.
-    per_seed = rows.groupby(["seed", "epoch"])["value"].mean().reset_index()
-    stats = per_seed.groupby("epoch")["value"].agg(["mean", "std", "min", "max"])
+    # A value logged twice at one x (e.g. an epoch around a resume) must not weigh as two seeds.
+    per_seed = rows.groupby(["seed", x])[value].mean().reset_index()
+    stats = per_seed.groupby(x)[value].agg(["mean", "std", "min", "max"])
     n_seeds = int(per_seed["seed"].nunique())
     if n_seeds >= 3:
-        spread = stats["std"].fillna(0.0)  # an epoch only one seed reached has no spread to show
+        spread = stats["std"].fillna(0.0)  # an x only one seed reached has no spread to show
         stats["low"], stats["high"] = stats["mean"] - spread, stats["mean"] + spread
     else:
         stats["low"], stats["high"] = stats["min"], stats["max"]
@@ -419,7 +423,218 @@ def _band_phrase(n_seeds: int) -> str:
     return f"line: mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}, band: {band}"
 
 
+#: The two faithfulness curves, in the order their panels are drawn.
+FAITHFULNESS_CURVES = {"deletion": "removed", "insertion": "inserted"}
+#: What each faithfulness curve rewards, for the panel titles.
+_FAITHFULNESS_GOAL = {"deletion": "lower is better", "insertion": "higher is better"}
+
+
+def faithfulness_curves(
+    curves: pd.DataFrame,
+    out_path: str | Path,
+    split: str | None = None,
+    experiment: str | None = None,
+    methods: Sequence[str] | None = None,
+) -> Path:
+    """Deletion and insertion curves side by side: target probability against the share of pixels changed.
+
+    Per method a line is the mean over seeds of each run's image-averaged probability, with a band
+    over seeds (± std with 3 seeds or more, min–max with fewer, as in ``training_curves``).
+
+    Args:
+        curves: the curve table (experiment, seed, split, method, curve, fraction, probability).
+        out_path: where the PNG goes.
+        split: the split to draw; default: test, else val, else train.
+        experiment: which experiment to draw; needed only when the table holds several.
+        methods: the methods to draw, in this order; default: all, by name.
+
+    Returns:
+        The path of the written PNG.
+    """
+    frame = _select_experiment(curves, experiment, "faithfulness curves")
+    split = _default_split(frame, "faithfulness curves") if split is None else split
+    frame = _select(frame, "split", split, "faithfulness curves")
+    kinds = [kind for kind in FAITHFULNESS_CURVES if (frame["curve"] == kind).any()]
+    if not kinds:
+        found = sorted(map(str, frame["curve"].unique()))
+        raise ValueError(f"faithfulness curves has no curve {list(FAITHFULNESS_CURVES)}; it has {found}.")
+    colors = method_colors(frame["method"].unique())
+    available = sorted(frame["method"].unique())
+    methods = available if methods is None else _check_methods(methods, available, "faithfulness curves")
+
+    phrases = set()
+    with matplotlib.rc_context(_FONT):
+        fig = Figure(figsize=(FULL_WIDTH, 2.6), layout="constrained")
+        axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
+        for ax, kind in zip(axes, kinds):
+            for method in methods:
+                rows = frame[(frame["curve"] == kind) & (frame["method"] == method)]
+                if rows.empty:
+                    continue
+                stats, n_seeds = _curve_summary(rows, x="fraction", value="probability")
+                phrases.add(_band_phrase(n_seeds))
+                x = stats.index.to_numpy(dtype=float)
+                ax.plot(x, stats["mean"], color=colors[method], linewidth=1.2, label=method)
+                ax.fill_between(x, stats["low"], stats["high"], color=colors[method], alpha=0.2, linewidth=0)
+            ax.set_title(f"{kind.capitalize()} ({_FAITHFULNESS_GOAL[kind]})")
+            ax.set_xlabel(f"fraction of pixels {FAITHFULNESS_CURVES[kind]}")
+            ax.set_xlim(0.0, 1.0)
+            ax.set_ylim(0.0, 1.02)
+            ax.grid(linewidth=0.4, alpha=0.5)
+        axes[0].set_ylabel("target probability")
+        band = next(iter(phrases)) if len(phrases) == 1 else "line: mean over seeds, band: ± std or min–max"
+        fig.suptitle(f"Faithfulness curves on {split} ({band})", fontsize=8)
+        handles = [Line2D([], [], color=colors[m], linewidth=1.2, label=m) for m in methods]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")
+    return _save(fig, out_path)
+
+
+def randomization_curves(
+    summary_or_raw: pd.DataFrame,
+    out_path: str | Path,
+    experiment: str | None = None,
+    methods: Sequence[str] | None = None,
+    split: str | None = None,
+    threshold: float = 0.5,
+) -> Path:
+    """Cascading randomisation: mean |Spearman| between intact and randomised maps as layers are destroyed.
+
+    The x axis lists the layers in randomisation order (``original`` first); per method a line is
+    the mean over seeds with a band over seeds. A method whose line stays above the dashed
+    ``threshold`` once every layer is randomised fails the sanity check.
+
+    Args:
+        summary_or_raw: ``aggregate.randomization_summary`` output (… seed, method, step, layer,
+            value), or the raw per-image frame it is computed from (with ``spearman``).
+        out_path: where the PNG goes.
+        experiment: which experiment to draw; needed only when the table holds several.
+        methods: the methods to draw, in this order; default: all, by name.
+        split: the split to draw when the table holds several; default: test, else val, else train.
+        threshold: the sanity-check threshold drawn as a dashed line.
+
+    Returns:
+        The path of the written PNG.
+    """
+    frame = randomization_summary(summary_or_raw) if "spearman" in summary_or_raw.columns else summary_or_raw
+    frame = _select_experiment(frame, experiment, "randomization")
+    if "split" in frame.columns and frame["split"].nunique() > 1:
+        frame = _select(frame, "split", split or _default_split(frame, "randomization"), "randomization")
+    colors = method_colors(frame["method"].unique())
+    available = sorted(frame["method"].unique())
+    methods = available if methods is None else _check_methods(methods, available, "randomization")
+    layers = frame.groupby("step")["layer"].first().sort_index()
+    steps = layers.index.to_numpy(dtype=float)
+
+    phrases = set()
+    with matplotlib.rc_context(_FONT):
+        width = min(FULL_WIDTH, max(COLUMN_WIDTH + 1.2, 0.55 * len(layers) + 1.8))
+        fig = Figure(figsize=(width, 2.6), layout="constrained")
+        ax = fig.add_subplot()
+        for method in methods:
+            stats, n_seeds = _curve_summary(frame[frame["method"] == method], x="step")
+            phrases.add(_band_phrase(n_seeds))
+            stats = stats.reindex(layers.index)
+            ax.plot(steps, stats["mean"], color=colors[method], linewidth=1.2, marker="o", markersize=2.5)
+            ax.fill_between(steps, stats["low"], stats["high"], color=colors[method], alpha=0.2, linewidth=0)
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.7, zorder=0)
+        ax.set_xticks(steps, list(layers))
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+        ax.set_xlabel("layers randomised, top-down (cumulative)")
+        ax.set_ylabel("mean |Spearman ρ| with intact map")
+        ax.set_ylim(0.0, 1.05)
+        ax.grid(linewidth=0.4, alpha=0.5)
+        band = next(iter(phrases)) if len(phrases) == 1 else "line: mean over seeds, band: ± std or min–max"
+        ax.set_title(f"Cascading randomisation ({band})")
+        handles = [Line2D([], [], color=colors[m], linewidth=1.2, marker="o", markersize=2.5, label=m) for m in methods]
+        handles.append(
+            Line2D([], [], color="black", linestyle="--", linewidth=0.7, label=f"fails above {threshold:g}")
+        )
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")
+    return _save(fig, out_path)
+
+
+def agreement_heatmap(
+    matrix_frame: pd.DataFrame,
+    out_path: str | Path,
+    title: str | None = None,
+    split: str | None = None,
+    class_: str = OVERALL,
+    methods: Sequence[str] | None = None,
+) -> Path:
+    """Annotated heatmap of the cross-method agreement matrix (top-10 % IoU), one panel per experiment.
+
+    Args:
+        matrix_frame: ``aggregate.agreement_summary`` output (experiment, split, class, method_a,
+            method_b, iou, …): every matrix in long form.
+        out_path: where the PNG goes.
+        title: the figure's title; default names the split, class and number of seeds.
+        split: the split to draw; default: test, else val, else train.
+        class_: the class whose matrix is drawn; default all images together.
+        methods: the order of rows and columns; default: sorted names.
+
+    Returns:
+        The path of the written PNG.
+    """
+    if matrix_frame.empty:
+        raise ValueError("the agreement matrix is empty: nothing to draw.")
+    split = _default_split(matrix_frame, "agreement") if split is None else split
+    frame = _select(matrix_frame, "split", split, "agreement")
+    frame = _select(frame, "class", class_, "agreement", context=f"split '{split}'")
+    experiments = sorted(frame["experiment"].unique())
+    squares = [agreement_square(frame, e, split, class_, methods=methods) for e in experiments]
+    n_methods = max(len(square) for square in squares)
+    n_cols = min(3, len(squares))
+    n_rows = -(-len(squares) // n_cols)
+    # Cells big enough for a two-digit value; the extra width holds method names and the colour bar.
+    panel = max(1.6, 0.32 * n_methods + 1.1)
+
+    with matplotlib.rc_context(_FONT):
+        fig = Figure(figsize=(min(FULL_WIDTH, n_cols * panel + 0.8), n_rows * panel + 0.4), layout="constrained")
+        axes = fig.subplots(n_rows, n_cols, squeeze=False)
+        for ax in axes.flat[len(squares):]:
+            ax.set_visible(False)
+        image = None
+        for ax, experiment, square in zip(axes.flat, experiments, squares):
+            values = square.to_numpy(dtype=float)
+            image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+            names = list(square.index)
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    value = values[i, j]
+                    text = "—" if np.isnan(value) else f"{value:.2f}"
+                    # viridis is dark at the bottom: white text there, black on the light end.
+                    color = "white" if np.isnan(value) or value < 0.6 else "black"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=6, color=color)
+            ax.set_xticks(range(len(names)), names)
+            ax.set_yticks(range(len(names)), names)
+            ax.tick_params(axis="x", labelrotation=45)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+                label.set_rotation_mode("anchor")
+            if len(squares) > 1:
+                ax.set_title(str(experiment))
+        fig.colorbar(image, ax=axes, shrink=0.8, label="top-10 % IoU")
+        seeds = _seed_phrase(frame["n_seeds"]) if "n_seeds" in frame.columns else "seeds"
+        default = f"Cross-method agreement on {split} ({class_}),\nmean over {seeds}"
+        fig.suptitle(title or default, fontsize=8)
+    return _save(fig, out_path)
+
+
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _default_split(frame: pd.DataFrame, table: str) -> str:
+    """The split a figure shows when none is asked for: test, else val, else train."""
+    if "split" not in frame.columns:
+        raise ValueError(f"{table} has no column 'split'; its columns are {list(frame.columns)}.")
+    present = set(frame["split"])
+    for split in ("test", "val", "train"):
+        if split in present:
+            return split
+    raise ValueError(f"{table} has none of the splits test, val, train; it has {sorted(map(str, present))}.")
 
 
 def _save(fig: Figure, out_path: str | Path) -> Path:

@@ -1,0 +1,234 @@
+"""Does the explanation tell the truth? The per-run checks ``evaluate.py`` runs on a small fixed image set.
+
+Localisation scores say where a map points; these say whether the model really uses that region and
+whether the map depends on the model at all (docs/metrics.md, "Faithfulness, robustness and sanity"):
+
+- robustness: infidelity and max-sensitivity of every method (``captum.metrics``);
+- sanity: cascading model-parameter randomisation, Spearman correlation with the intact model's maps;
+- stability: the stochastic methods explained R times with different seeds.
+
+They cost many explanations per image (a randomisation step re-explains everything, max-sensitivity
+explains every perturbation), so they run on a seeded sample of a few images per class rather than
+on every image; the deletion/insertion curves, which are cheap, run on all images in
+:func:`xai_lightning.evaluate.explain_run`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from xai_lightning.callbacks.attribution import select_images
+from xai_lightning.explain import build_explainers
+from xai_lightning.explain.engine import explain_batch
+from xai_lightning.metrics import (
+    cascading_randomization,
+    infidelity_score,
+    max_sensitivity_score,
+    stability,
+)
+from xai_lightning.runs import Run
+
+#: Columns of the per-image table that every check's rows carry (the rest are the check's own).
+ID_COLUMNS = ["experiment", "run", "seed", "split", "image_id", "class"]
+
+
+@dataclass
+class CheckSettings:
+    """How much of each check to run; a count of 0 (or 1 stability run) switches that check off.
+
+    Attributes:
+        images_per_class: defect images per class in the check set (seeded sample); 0: no checks.
+        robustness_samples: perturbations per image for infidelity and max-sensitivity.
+        noise_std: infidelity's Gaussian noise, in normalised-image units.
+        perturb_radius: max-sensitivity's L∞ radius, in normalised-image units.
+        randomization: run the cascading randomisation check.
+        stability_runs: explanations with different seeds per stochastic method.
+        batch_size: images explained together.
+    """
+
+    images_per_class: int = 2
+    robustness_samples: int = 5
+    noise_std: float = 0.1
+    perturb_radius: float = 0.02
+    randomization: bool = True
+    stability_runs: int = 5
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("images_per_class", "robustness_samples", "stability_runs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is {getattr(self, name)}; use 0 or more (0 switches the check off).")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size is {self.batch_size}; use 1 or more.")
+
+
+@dataclass
+class RunChecks:
+    """What :func:`check_run` found on one run, as tidy tables (empty when a check was off).
+
+    Attributes:
+        per_image: rows in the per-image table's shape (``metric`` = ``infidelity`` or ``max_sensitivity``).
+        randomization: one row per method × randomisation step × image (``spearman``).
+        stability: one row per stochastic method × image (``spearman``, ``iou``, ``runs``).
+    """
+
+    per_image: pd.DataFrame = field(default_factory=pd.DataFrame)
+    randomization: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stability: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def check_run(
+    run: Run,
+    methods: dict[str, dict],
+    split: str = "test",
+    settings: CheckSettings | None = None,
+    checkpoint: str = "best",
+    seed: int = 0,
+    experiment: str | None = None,
+) -> RunChecks:
+    """Robustness, randomisation and stability of every method on a fixed sample of the run's ``split``.
+
+    The images are a seeded sample of ``settings.images_per_class`` defect images per class, the
+    same for every seed of an experiment, explained for their ground-truth class. A method that fails
+    a check is left out of that check with a warning; the other methods and checks go on.
+    """
+    settings = settings or CheckSettings()
+    if settings.images_per_class == 0:
+        return RunChecks()
+    model = run.load_model(checkpoint).eval()
+    data = run.load_datamodule()
+    data.setup()
+    frame = data.frame(split)
+    positions = select_images(frame, settings.images_per_class, seed=seed)
+    if not positions:
+        return RunChecks()
+    subset = torch.utils.data.Subset(data.dataset(split), positions)
+    batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
+    images, labels = batch["image"], batch["label"]
+    ids = pd.DataFrame(
+        {
+            "image": range(len(positions)),
+            "image_id": frame.loc[batch["index"].tolist(), "image_id"].tolist(),
+            "class": [model.class_names[i] for i in labels.tolist()],
+        }
+    )
+    where = f"{run.name} {split} checks"
+    tables = RunChecks()
+    if settings.robustness_samples:
+        tables.per_image = _robustness(model, methods, images, labels, ids, settings, seed, where)
+    if settings.randomization:
+        tables.randomization = _randomization(model, methods, images, labels, ids, settings, seed, where)
+    if settings.stability_runs > 1:
+        tables.stability = _stability(model, methods, images, labels, ids, settings, seed, where)
+    labels_ = {
+        "experiment": experiment or run.path.parent.name,
+        "run": run.name,
+        "seed": run.seed,
+        "split": split,
+    }
+    for name in ("per_image", "randomization", "stability"):
+        table = getattr(tables, name)
+        if len(table):
+            setattr(tables, name, table.assign(**labels_))
+    return tables
+
+
+def _robustness(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+    """Infidelity and max-sensitivity of each method, in the per-image table's long shape."""
+    explainers = build_explainers(methods, model, seed)
+    rows = []
+    for start in range(0, len(images), settings.batch_size):
+        chunk = slice(start, start + settings.batch_size)
+        x, y = images[chunk], labels[chunk]
+        explained = explain_batch(explainers, x, y)
+        for display, error in explained.errors.items():
+            warnings.warn(
+                f"{where}: {display} failed and is left out of the robustness check: {error!r}",
+                stacklevel=2,
+            )
+        for display, maps in explained.maps.items():
+            metrics = {
+                "infidelity": partial(
+                    infidelity_score, model.classify, x, y, maps, settings.noise_std, settings.robustness_samples
+                ),
+                "max_sensitivity": partial(
+                    max_sensitivity_score,
+                    explainers[display],
+                    x,
+                    y,
+                    settings.perturb_radius,
+                    settings.robustness_samples,
+                ),
+            }
+            for metric, score in metrics.items():
+                try:
+                    values = score(seed=seed)
+                except Exception as error:  # noqa: BLE001 (one method's failure must not stop the others)
+                    warnings.warn(f"{where}: {metric} of {display} failed: {error!r}", stacklevel=2)
+                    continue
+                rows.append(_long(ids.iloc[chunk], display, metric, values))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _randomization(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+    """Cascading randomisation of every method; a method that fails is retried alone, then left out."""
+    try:
+        table = cascading_randomization(model, methods, images, labels, seed=seed)
+    except Exception as error:  # noqa: BLE001
+        # One failing method fails the joint call; run the methods one by one so only it is lost.
+        warnings.warn(
+            f"{where}: randomisation of all methods together failed ({error!r}); retrying one by one",
+            stacklevel=2,
+        )
+        parts = []
+        for display, spec in methods.items():
+            try:
+                parts.append(cascading_randomization(model, {display: spec}, images, labels, seed=seed))
+            except Exception as single:  # noqa: BLE001
+                warnings.warn(
+                    f"{where}: {display} is left out of the randomisation check: {single!r}",
+                    stacklevel=2,
+                )
+        if not parts:
+            return pd.DataFrame()
+        table = pd.concat(parts, ignore_index=True)
+    return table.merge(ids, on="image").drop(columns="image")
+
+
+def _stability(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+    """Run-to-run stability of the stochastic methods (deterministic ones are 1 by construction)."""
+    explainers = build_explainers(methods, model, seed)
+    seeds = [seed + r for r in range(settings.stability_runs)]
+    parts = []
+    for display, explainer in explainers.items():
+        if not explainer.stochastic:
+            continue
+        try:
+            table = stability(methods[display], model, images, labels, seeds=seeds)
+        except Exception as error:
+            warnings.warn(
+                f"{where}: {display} is left out of the stability check: {error!r}",
+                stacklevel=2,
+            )
+            continue
+        parts.append(table.assign(method=display).merge(ids, on="image").drop(columns="image"))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _long(ids: pd.DataFrame, method: str, metric: str, values: Tensor) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": ids["image_id"].to_numpy(),
+            "class": ids["class"].to_numpy(),
+            "target": ids["class"].to_numpy(),
+            "method": method,
+            "metric": metric,
+            "value": values.double().cpu().numpy(),
+        }
+    )
