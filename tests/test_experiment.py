@@ -86,7 +86,7 @@ def test_evaluate_a_two_seed_experiment_into_tables_figures_and_report(smoke_roo
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "logs" / "seed1.log").is_file()
     out = tmp_path / "evaluation"
-    checks = ["--check-images-per-class", "1", "--robustness-samples", "2", "--stability-runs", "2"]
+    checks = ["--faithfulness-steps", "4", "--check-images-per-class", "1", "--robustness-samples", "2", "--stability-runs", "2"]
     metrics = evaluate([str(tmp_path), "--out", str(out), "--bootstrap", "200", *checks])
     assert set(metrics["seed"]) == {0, 1}
 

@@ -8,7 +8,6 @@ torchmetrics, logs scalars, heatmaps and a per-image table, and keeps a history 
 from __future__ import annotations
 
 import math
-import time
 import traceback
 import warnings
 import zlib
@@ -29,7 +28,7 @@ from xai_lightning.data.mvtec import has_mask
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
-from xai_lightning.explain.engine import explain_batch
+from xai_lightning.explain.engine import device_clock, explain_batch
 from xai_lightning.metrics import LOCALIZATION_METRICS, LocalizationMetric, WinRate, localization_scores
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES, curve_area, deletion_curve, insertion_curve
 from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
@@ -295,7 +294,7 @@ class AttributionCallback(pl.Callback):
             for name, maps in batch_result.maps.items():
                 scores = {}
                 if self.faithfulness_steps:
-                    start = _clock(device)
+                    start = device_clock(device)
                     try:
                         scores = self._faithfulness_scores(pl_module, images, targets, maps)
                     except Exception as error:  # noqa: BLE001 (like a failing method: dropped, the others go on)
@@ -305,7 +304,7 @@ class AttributionCallback(pl.Callback):
                             f"skipped for this pass: {errors[name]}\n" + "".join(traceback.format_exception(error)[-3:])
                         )
                         continue
-                    faithfulness_seconds[name] += _clock(device) - start
+                    faithfulness_seconds[name] += device_clock(device) - start
                 seconds[name] += batch_result.seconds[name]
                 # "expected" scores tied maxima by their share inside the mask (TKO at K = 1), so a
                 # constant map (e.g. an all-zero Grad-CAM) scores chance instead of a hit on every image.
@@ -575,13 +574,6 @@ def select_images(
             positions = np.sort(rng.choice(positions, max_images_per_class, replace=False))
         chosen += positions.tolist()
     return sorted(chosen)
-
-
-def _clock(device: torch.device) -> float:
-    # CUDA kernels run asynchronously: without a sync the clock would time the launches only.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _check_top_k(top_k: int | float | None) -> None:

@@ -84,13 +84,13 @@ def explain_batch(
     for name, explainer in explainers.items():
         if name in group:
             continue
-        start = _clock(images.device)
+        start = device_clock(images.device)
         try:
             result.maps[name] = _checked(explainer.name, explainer.explain(images, targets), images)
         except Exception as error:  # one method's failure must not stop the others
             result.errors[name] = error
             continue
-        result.seconds[name] = _clock(images.device) - start
+        result.seconds[name] = device_clock(images.device) - start
     # Report in the order the explainers were given.
     result.maps = {name: result.maps[name] for name in explainers if name in result.maps}
     return result
@@ -99,7 +99,7 @@ def explain_batch(
 def _run_shared(explainers, group, request, images, targets, result: BatchExplanation) -> bool:
     """Serve ``group`` from one pass; False (nothing recorded) when the pass itself fails."""
     model = explainers[group[0]].model
-    start = _clock(images.device)
+    start = device_clock(images.device)
     try:
         with attribution_mode(model):
             gradients = gradient_pass(model, images.detach().clone(), targets.detach().clone(), request)
@@ -107,18 +107,18 @@ def _run_shared(explainers, group, request, images, targets, result: BatchExplan
         # The shared pass failed (e.g. a model without a segmentation head): let each method run on
         # its own, so only the method that cannot work fails, with its own error.
         return False
-    share = (_clock(images.device) - start) / len(group)
+    share = (device_clock(images.device) - start) / len(group)
     result.shared = tuple(group)
     for name in group:
         explainer = explainers[name]
-        start = _clock(images.device)
+        start = device_clock(images.device)
         try:
             with torch.no_grad():
                 result.maps[name] = _checked(explainer.name, explainer.from_gradients(gradients), images)
         except Exception as error:
             result.errors[name] = error
             continue
-        result.seconds[name] = share + _clock(images.device) - start
+        result.seconds[name] = share + device_clock(images.device) - start
     return True
 
 
@@ -132,7 +132,8 @@ def _checked(method: str, maps: Tensor, images: Tensor) -> Tensor:
     return maps
 
 
-def _clock(device: torch.device) -> float:
+def device_clock(device: torch.device) -> float:
+    """Wall-clock seconds, after waiting for the device's queued work: what timing a method needs."""
     # CUDA kernels run asynchronously: without a sync the clock would time the launches only.
     if device.type == "cuda":
         torch.cuda.synchronize(device)
