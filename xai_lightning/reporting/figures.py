@@ -586,13 +586,14 @@ def agreement_heatmap(
     experiments = sorted(frame["experiment"].unique())
     squares = [agreement_square(frame, e, split, class_, methods=methods) for e in experiments]
     n_methods = max(len(square) for square in squares)
-    n_cols = min(3, len(squares))
+    n_cols = min(2, len(squares))
     n_rows = -(-len(squares) // n_cols)
-    # Cells big enough for a two-digit value; the extra width holds method names and the colour bar.
-    panel = max(1.6, 0.32 * n_methods + 1.1)
+    # Cells big enough for a value with two decimals; the extra inches hold the method names. Several
+    # experiments make the figure wider than a page rather than shrinking the cells until unreadable.
+    panel = max(2.2, 0.4 * n_methods + 1.6)
 
     with matplotlib.rc_context(_FONT):
-        fig = Figure(figsize=(min(FULL_WIDTH, n_cols * panel + 0.8), n_rows * panel + 0.4), layout="constrained")
+        fig = Figure(figsize=(n_cols * panel + 0.8, n_rows * panel + 0.4), layout="constrained")
         axes = fig.subplots(n_rows, n_cols, squeeze=False)
         for ax in axes.flat[len(squares):]:
             ax.set_visible(False)
