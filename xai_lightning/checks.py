@@ -21,7 +21,6 @@ from functools import partial
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from xai_lightning.callbacks.attribution import select_images
 from xai_lightning.explain import build_explainers
@@ -33,10 +32,6 @@ from xai_lightning.metrics import (
     stability,
 )
 from xai_lightning.runs import Run
-
-#: Columns of the per-image table that every check's rows carry (the rest are the check's own).
-ID_COLUMNS = ["experiment", "run", "seed", "split", "image_id", "class"]
-
 
 @dataclass
 class CheckSettings:
@@ -172,7 +167,13 @@ def _robustness(model, methods, images, labels, ids, settings: CheckSettings, se
                 except Exception as error:  # noqa: BLE001 (one method's failure must not stop the others)
                     warnings.warn(f"{where}: {metric} of {display} failed: {error!r}", stacklevel=2)
                     continue
-                rows.append(_long(ids.iloc[chunk], display, metric, values))
+                # The per-image table's long shape, as explain_run writes it (target = the class explained).
+                scored = ids.iloc[chunk][["image_id", "class"]]
+                rows.append(
+                    scored.assign(
+                        target=scored["class"], method=display, metric=metric, value=values.double().cpu().numpy()
+                    )
+                )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
@@ -219,16 +220,3 @@ def _stability(model, methods, images, labels, ids, settings: CheckSettings, see
             continue
         parts.append(table.assign(method=display).merge(ids, on="image").drop(columns="image"))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def _long(ids: pd.DataFrame, method: str, metric: str, values: Tensor) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "image_id": ids["image_id"].to_numpy(),
-            "class": ids["class"].to_numpy(),
-            "target": ids["class"].to_numpy(),
-            "method": method,
-            "metric": metric,
-            "value": values.double().cpu().numpy(),
-        }
-    )
