@@ -13,18 +13,18 @@ import yaml
 
 from conftest import smoke_args
 from xai_lightning.callbacks import AttributionCallback
-from xai_lightning.callbacks.attribution import _winners
 from xai_lightning.cli import main
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.data.splits import SplitConfig
-from xai_lightning.explain.base import Explainer, register_explainer
+from xai_lightning.explain import list_explainers, registered_explainers
+from xai_lightning.explain.base import Explainer
 from xai_lightning.models import MultiTaskClassifier
+from xai_lightning.scoring import winners
 from xai_lightning.tracking import read_wandb_history
 
 pytestmark = pytest.mark.slow
 
 
-@register_explainer
 class _AlwaysFails(Explainer):
     """A method that raises, as a buggy third-party explainer would."""
 
@@ -35,7 +35,6 @@ class _AlwaysFails(Explainer):
         raise RuntimeError("boom")
 
 
-@register_explainer
 class _ReturnsNaN(Explainer):
     name = "test_returns_nan"
     reduction = "none"
@@ -149,7 +148,7 @@ def test_explaining_does_not_change_training(xai_run, smoke_root, tmp_path):
 
 def test_winners_share_ties_and_ignore_order():
     frame = pd.DataFrame({"tko/a": [0.5, 0.2, math.nan], "tko/b": [0.5, 0.7, 0.1]})
-    assert _winners(frame, ["a", "b"]) == ["a=b", "b", ""]
+    assert winners(frame, ["a", "b"]) == ["a=b", "b", ""]
 
 
 def test_image_set_is_seeded_and_capped_per_class(smoke_root):
@@ -162,7 +161,6 @@ def test_image_set_is_seeded_and_capped_per_class(smoke_root):
     assert callback.image_set(data, "val")[1] == positions
 
 
-@register_explainer
 class _FailsOnRankOne(Explainer):
     """Fails on the second process only: its error must still reach rank zero's report."""
 
@@ -178,10 +176,20 @@ class _FailsOnRankOne(Explainer):
 
 
 class _ShardedCallback(AttributionCallback):
-    """Defined here so that spawned DDP processes import this module (and its test explainers)."""
+    """Registers the test doubles in spawned DDP processes too (the fixture runs in the parent only)."""
+
+    def setup(self, trainer, pl_module, stage):
+        missing = [double for double in TEST_DOUBLES if double.name not in list_explainers()]
+        self._doubles = registered_explainers(*missing)
+        self._doubles.__enter__()
+        super().setup(trainer, pl_module, stage)
+
+    def teardown(self, trainer, pl_module, stage):
+        self._doubles.__exit__(None, None, None)
 
 
 EQUALITY_METHODS = ["gradcam", "saliency", "segmentation_head", "random"]
+TEST_DOUBLES = (_AlwaysFails, _ReturnsNaN, _FailsOnRankOne)
 
 
 def _validate(smoke_root, tmp_path, devices: int, strategy: str, methods: list[str]) -> dict[str, float]:
@@ -294,7 +302,6 @@ def test_unknown_method_stops_the_run_before_training(smoke_root, tmp_path):
     assert not list(tmp_path.glob("**/*.ckpt"))
 
 
-@register_explainer
 class _CurveFails(Explainer):
     """Valid maps (a constant 7) that the patched deletion curve below refuses, as a curve bug on one method would."""
 
@@ -303,6 +310,13 @@ class _CurveFails(Explainer):
 
     def attribute(self, images, targets):
         return torch.full(images.shape[:1] + images.shape[-2:], 7.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_doubles():
+    """The test explainers exist for this module's tests only: the registry is as it was afterwards."""
+    with registered_explainers(*TEST_DOUBLES, _CurveFails):
+        yield
 
 
 def _validate_small(smoke_root, tmp_path, **options) -> tuple:
@@ -356,16 +370,16 @@ def test_faithfulness_is_off_by_default(smoke_root, tmp_path):
 
 
 def test_a_method_whose_curves_fail_is_dropped_while_the_others_go_on(smoke_root, tmp_path, monkeypatch):
-    from xai_lightning.callbacks import attribution
+    from xai_lightning.scoring import batch
 
-    real = attribution.deletion_curve
+    real = batch.CURVES["deletion"]
 
     def refuses_sevens(classify, images, targets, maps, *args, **kwargs):
         if bool((maps == 7.0).all()):
             raise RuntimeError("curve says no")
         return real(classify, images, targets, maps, *args, **kwargs)
 
-    monkeypatch.setattr(attribution, "deletion_curve", refuses_sevens)
+    monkeypatch.setitem(batch.CURVES, "deletion", refuses_sevens)
     with pytest.warns(UserWarning, match="test_curve_fails: deletion / insertion curves failed"):
         callback, _, _, metrics = _validate_small(
             smoke_root, tmp_path, methods=["saliency", "test_curve_fails", "random"], faithfulness_steps=1

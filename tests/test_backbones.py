@@ -144,3 +144,21 @@ def test_vit_gradcam_from_the_shared_pass_equals_captum_layer_gradcam(vit):
     assert result.maps["gradcam"].shape == (3, 64, 64)
     assert expected.abs().amax() > 0  # a non-trivial map, so equality is not vacuous
     torch.testing.assert_close(result.maps["gradcam"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_backbone_names_are_registered_once_and_scoped_registration_cleans_up():
+    from xai_lightning.models import register_backbone, registered_backbones, unregister_backbone
+    from xai_lightning.models.backbones import _resnet
+
+    before = list_backbones()
+    with pytest.raises(ValueError, match="'resnet18' is registered twice"):
+        register_backbone("resnet18")(_resnet)
+    with registered_backbones(resnet152=_resnet):
+        assert "resnet152" in list_backbones()
+    assert list_backbones() == before
+    with pytest.raises(ValueError, match="'resnet18' is registered twice"):
+        with registered_backbones(resnet152=_resnet, resnet18=_resnet):
+            pass
+    assert list_backbones() == before  # the failed scope removed resnet152 again and kept resnet18
+    with pytest.raises(ValueError, match="not registered"):
+        unregister_backbone("resnet152")

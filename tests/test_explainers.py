@@ -441,3 +441,153 @@ def test_registry_errors_and_filtering(resnet: MultiTaskClassifier) -> None:
         "integrated_gradients",
         "smoothgrad",
     ]
+
+
+# ---------------------------------------------------------------------------- run record and options
+#: What explainers.json records for each method with its defaults (on TinyCNN), in this key order:
+#: the record of an existing config must not change when the code moves.
+DEFAULT_RECORDS = {
+    "deeplift": {"baseline": "zero"},
+    "gradcam": {"layer": "features.2"},
+    "gradient_shap": {"n_samples": 16, "stdevs": 0.1},
+    "guided_backprop": {},
+    "guided_gradcam": {"layer": "features.2"},
+    "input_x_gradient": {},
+    "integrated_gradients": {
+        "n_steps": 32,
+        "baseline": "zero",
+        "internal_batch_size": None,
+        "method": "gausslegendre",
+        "completeness_tolerance": None,
+        "min_steps": 8,
+    },
+    "kernel_shap": {"cell": 16, "n_samples": 64, "perturbations_per_eval": 16, "baseline": "zero"},
+    "lime": {"cell": 16, "n_samples": 64, "perturbations_per_eval": 16, "baseline": "zero", "alpha": 1.0},
+    "occlusion": {"window": 16, "stride": 8, "baseline": "zero", "perturbations_per_eval": 16},
+    "random": {},
+    "saliency": {},
+    "segmentation_head": {},
+    "smoothgrad": {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": 8},
+}
+
+
+@pytest.mark.parametrize("name", ALL_EXPLAINERS)
+def test_the_run_record_of_default_options_is_unchanged(name: str) -> None:
+    explainer = create_explainer(name, TinyCNN())
+    expected = {"name": name, "reduction": explainer.reduction, "stochastic": name in STOCHASTIC}
+    expected.update(DEFAULT_RECORDS[name])
+    assert list(explainer.config().items()) == list(expected.items())
+    # The options are stated once, as the fields of the explainer's Options dataclass.
+    assert type(explainer).Options.names() == tuple(DEFAULT_RECORDS[name])
+    assert explainer.options() == explainer.settings.as_dict()
+
+
+def test_options_dataclasses_check_and_normalise_their_values() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from xai_lightning.explain.methods import IntegratedGradientsOptions, LimeOptions, SmoothGradOptions
+
+    assert SmoothGradOptions(stdevs=1).stdevs == 1.0 and isinstance(SmoothGradOptions(stdevs=1).stdevs, float)
+    assert LimeOptions().as_dict() == DEFAULT_RECORDS["lime"]
+    with pytest.raises(ConfigError, match=r"^n_steps is 0; it must be a positive integer\.$"):
+        IntegratedGradientsOptions(n_steps=0)  # the explainer adds its own name to the message
+    with pytest.raises(ConfigError, match="min_steps \\(16\\) is above n_steps \\(8\\)"):
+        IntegratedGradientsOptions(n_steps=8, min_steps=16, completeness_tolerance=0.1)
+    assert IntegratedGradientsOptions(n_steps=8, min_steps=16).min_steps == 16  # only the adaptive mode needs it
+    with pytest.raises(FrozenInstanceError):
+        IntegratedGradientsOptions().n_steps = 4  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="^explainer integrated_gradients: min_steps \\(16\\)"):
+        create_explainer("integrated_gradients", TinyCNN(), n_steps=8, min_steps=16, completeness_tolerance=0.1)
+    with pytest.raises(ConfigError, match="^explainer gradcam: layer is 3; give a dotted module path"):
+        create_explainer("gradcam", TinyCNN(), layer=3)
+    with pytest.raises(ConfigError, match="Bad options for explainer 'random': .* unexpected keyword argument 'x'"):
+        create_explainer("random", TinyCNN(), x=1)
+
+
+# ---------------------------------------------------------------------------- baselines
+def test_mean_is_the_one_name_of_the_dataset_mean_baseline_and_zero_its_alias(tiny: TinyCNN) -> None:
+    from xai_lightning.explain.baselines import CURVE_BASELINES, EXPLAINER_BASELINES, baseline_image, canonical_baseline
+
+    images, targets = _batch(16)
+    assert torch.equal(make_baseline("mean", images), torch.zeros_like(images))
+    assert torch.equal(make_baseline("zero", images), make_baseline("mean", images))
+    assert canonical_baseline("zero") == "mean" and set(EXPLAINER_BASELINES) - {"zero"} <= {"mean", "black"}
+    assert CURVE_BASELINES == ("blur", "mean")
+    assert torch.equal(baseline_image("blur", images, 2.0), baseline_image("blur", images, blur_sigma=2.0))
+    with pytest.raises(ValueError, match="Unknown baseline 'white'"):
+        baseline_image("white", images)
+    for name in ("integrated_gradients", "deeplift", "occlusion"):
+        options = CHEAP.get(name, {})
+        by_alias = create_explainer(name, tiny, baseline="zero", **options)
+        by_name = create_explainer(name, tiny, baseline="mean", **options)
+        # Each name is recorded as given, so a config saying `zero` keeps the record it had.
+        assert by_alias.options()["baseline"] == "zero" and by_name.options()["baseline"] == "mean"
+        torch.testing.assert_close(by_alias.explain(images, targets), by_name.explain(images, targets))
+
+
+# ---------------------------------------------------------------------------- registry rules
+class _Constant(Explainer):
+    """A test double: the same map for every image."""
+
+    name = "test_constant"
+    reduction = "none"
+
+    def attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        return images.new_ones(len(images), *images.shape[-2:])
+
+
+def test_scoped_registration_leaves_the_registry_as_it_was() -> None:
+    from xai_lightning.explain import registered_explainers, unregister_explainer
+
+    before = list_explainers()
+    with registered_explainers(_Constant):
+        assert "test_constant" in list_explainers()
+        maps = create_explainer("test_constant", TinyCNN()).explain(*_batch(8))
+        assert maps.shape == (2, 8, 8) and create_explainer("test_constant", TinyCNN()).options() == {}
+    assert list_explainers() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with registered_explainers(_Constant):
+            raise RuntimeError("inside")
+    assert list_explainers() == before
+    with pytest.raises(ValueError, match="not registered"):
+        unregister_explainer("test_constant")
+
+
+def test_a_name_is_registered_once() -> None:
+    from xai_lightning.explain import register_explainer, registered_explainers, unregister_explainer
+
+    class _Gradcam(_Constant):
+        name = "gradcam"
+
+    before = list_explainers()
+    with pytest.raises(ValueError, match="'gradcam' is registered twice"):
+        register_explainer(_Gradcam)
+    with pytest.raises(ValueError, match="'gradcam' is registered twice"):
+        with registered_explainers(_Constant, _Gradcam):
+            pass
+    # The failed scope removed what it had added, and left the built-in entry in place.
+    assert list_explainers() == before
+    assert type(create_explainer("gradcam", TinyCNN())).__name__ == "GradCAMExplainer"
+    register_explainer(_Constant)
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_explainer(_Constant)
+    finally:
+        assert unregister_explainer("test_constant") is _Constant
+
+
+def test_the_interface_module_does_not_import_the_methods() -> None:
+    """The package import fills the registry; ``base`` imports no method module (no import cycle)."""
+    import ast
+    import inspect
+
+    from xai_lightning.explain import base
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(base))):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not {module for module in imported if module.startswith("xai_lightning.explain.methods")}
+    assert not hasattr(base, "_load_builtin_explainers")

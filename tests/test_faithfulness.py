@@ -104,6 +104,19 @@ def test_blur_baseline_blurs_and_mean_baseline_is_zero() -> None:
     assert torch.equal(curve_baseline(images, "mean"), torch.zeros_like(images))
 
 
+def test_curves_use_the_baselines_the_explainers_use() -> None:
+    """One owner names and makes each reference image; curves take its ``blur`` and ``mean``, not the alias."""
+    from xai_lightning.explain import baselines
+    from xai_lightning.metrics.faithfulness import CURVE_BASELINES
+
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert CURVE_BASELINES is baselines.CURVE_BASELINES == ("blur", "mean")
+    for name in CURVE_BASELINES:
+        assert torch.equal(curve_baseline(images, name, blur_sigma=2.0), baselines.baseline_image(name, images, 2.0))
+    with pytest.raises(ConfigError, match="`baseline`"):
+        curve_baseline(images, "zero")
+
+
 @pytest.mark.parametrize("curve", [deletion_curve, insertion_curve])
 def test_batched_curves_equal_per_image_curves_for_any_chunk(tiny: TinyCNN, curve) -> None:
     images, targets, maps = _batch(batch=4)

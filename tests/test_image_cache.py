@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from xai_lightning.data import cache as cache_module
+from xai_lightning.data import decoding
 from xai_lightning.data.cache import ResizedImageCache
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.data.dataset import DefectDataset
@@ -45,8 +46,8 @@ def decodes(monkeypatch) -> list[str]:
 
         return wrapper
 
-    monkeypatch.setattr(cache_module, "load_image", counting(cache_module.load_image, "image"))
-    monkeypatch.setattr(cache_module, "decode_mask", counting(cache_module.decode_mask, "mask"))
+    monkeypatch.setattr(decoding, "load_image", counting(decoding.load_image, "image"))
+    monkeypatch.setattr(decoding, "decode_mask", counting(decoding.decode_mask, "mask"))
     return calls
 
 

@@ -5,9 +5,10 @@ Hand-built cases with values worked out by hand, plus brute-force references on 
 
 from __future__ import annotations
 
-import doctest
+import inspect
 import itertools
 import math
+import warnings
 from fractions import Fraction
 
 import pytest
@@ -23,10 +24,8 @@ from xai_lightning.metrics import (
     RelevanceMassAccuracy,
     TopKOverlap,
     WinRate,
-    collection,
     dilate_masks,
     flatten_result,
-    localization,
     localization_scores,
     otsu_iou_precision_recall,
     otsu_threshold,
@@ -36,8 +35,9 @@ from xai_lightning.metrics import (
     top_k_overlap,
     win_credit,
     win_rate,
-    winrate,
 )
+from xai_lightning.metrics import sorted_rows
+from xai_lightning.metrics.names import DEFAULT_POINTING_TIES
 
 NAN = float("nan")
 
@@ -60,9 +60,9 @@ def _tie_heavy_maps(generator: torch.Generator, b: int, h: int, w: int) -> torch
 
 @pytest.fixture(params=["numpy", "torch"])
 def code_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test on both CPU paths: NumPy kernels (the default on the CPU) and the pure-torch, sync-free path CUDA takes."""
+    """Run a test on both CPU paths: NumPy kernels (the CPU's default) and the pure-torch, sync-free path CUDA takes."""
     if request.param == "torch":
-        monkeypatch.setattr(localization, "_use_numpy", lambda x: False)
+        monkeypatch.setattr(sorted_rows, "_use_numpy", lambda x: False)
     return request.param
 
 
@@ -183,7 +183,8 @@ def test_tko_matches_brute_force_with_many_ties(k: int | float | None, code_path
                 kk = math.floor(k * h * w + 0.5)
             else:
                 kk = k
-            assert out[i].item() == pytest.approx(float(_brute_tko(values, inside, kk)), abs=1e-12), (values, inside, kk)
+            expected = float(_brute_tko(values, inside, kk))
+            assert out[i].item() == pytest.approx(expected, abs=1e-12), (values, inside, kk)
 
 
 def test_tko_equals_exact_expectation_over_tie_breaking() -> None:
@@ -217,7 +218,8 @@ def test_tko_equal_values_reached_differently_tie_within_tolerance() -> None:
     t1 = top_k_overlap(a1, m1).item()
     t2 = top_k_overlap(a2, m2).item()
     assert t1 == pytest.approx(1 / 3) and abs(t1 - t2) <= 1e-9
-    assert torch.equal(win_credit(torch.tensor([[t1, t2]], dtype=torch.float64)), torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+    credit = win_credit(torch.tensor([[t1, t2]], dtype=torch.float64))
+    assert torch.equal(credit, torch.tensor([[0.5, 0.5]], dtype=torch.float64))
 
 
 # ------------------------------------------------------------ other localisation
@@ -238,14 +240,33 @@ def test_pointing_game_ties_any_versus_expected() -> None:
     a[0, 0, 0] = a[0, 3, 3] = a[0, 0, 3] = a[0, 3, 0] = 2.0  # four tied maxima
     m = torch.zeros(1, 4, 4, dtype=torch.bool)
     m[0, 3, 3] = True
-    assert pointing_game(a, m).item() == 1.0
+    assert pointing_game(a, m, ties="any").item() == 1.0
     assert pointing_game(a, m, ties="expected").item() == pytest.approx(0.25)
     # A constant map is a hit under "any" but only chance level under "expected".
     flat = torch.zeros(1, 4, 4)
-    assert pointing_game(flat, m).item() == 1.0
+    assert pointing_game(flat, m, ties="any").item() == 1.0
     assert pointing_game(flat, m, ties="expected").item() == pytest.approx(1 / 16)
     with pytest.raises(ValueError):
         pointing_game(a, m, ties="first")
+
+
+def test_pointing_ties_default_is_expected_everywhere() -> None:
+    # One default for the tie rule: the function, the torchmetrics wrapper and localization_scores agree.
+    for function in (pointing_game, PointingGame.__init__, localization_scores):
+        assert inspect.signature(function).parameters["ties"].default == DEFAULT_POINTING_TIES == "expected"
+    a = torch.zeros(2, 4, 4)
+    a[:, 0, 0] = a[:, 3, 3] = 1.0  # two tied maxima, one of them in the mask
+    m = torch.zeros(2, 4, 4, dtype=torch.bool)
+    m[:, 3, 3] = True
+    assert pointing_game(a, m).tolist() == [0.5, 0.5]
+    assert localization_scores(a, m)["pointing_game"].tolist() == [0.5, 0.5]
+    metric = PointingGame()
+    metric.update(a, m)
+    assert metric.compute()["overall"].item() == 0.5
+    with pytest.raises(ValueError):
+        PointingGame(ties="first")
+    with pytest.raises(ValueError):
+        localization_scores(a, m, ties="first")
 
 
 def test_pointing_game_tolerance_is_a_euclidean_disk() -> None:
@@ -280,7 +301,9 @@ def test_dilate_masks_matches_euclidean_distance(radius: int) -> None:
 
 def test_relevance_mass_accuracy_hand_case() -> None:
     a = torch.tensor([[[4.0, 1.0], [3.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])
-    m = torch.tensor([[[True, False], [False, True]], [[True, False], [False, False]], [[False, False], [False, False]]])
+    m = torch.tensor(
+        [[[True, False], [False, True]], [[True, False], [False, False]], [[False, False], [False, False]]]
+    )
     out = relevance_mass_accuracy(a, m)
     assert out[0].item() == pytest.approx(6 / 10)
     assert out[1].item() == 0.0  # all-zero map: no relevance on the defect
@@ -429,7 +452,9 @@ def test_localization_scores_equal_the_separate_functions(code_path: str) -> Non
         iou, precision, recall = otsu_iou_precision_recall(a, m)
         expected = {
             "tko": top_k_overlap(a, m, k=kwargs.get("k")),
-            "pointing_game": pointing_game(a, m, tolerance=kwargs.get("tolerance", 0), ties=kwargs.get("ties", "expected")),
+            "pointing_game": pointing_game(
+                a, m, tolerance=kwargs.get("tolerance", 0), ties=kwargs.get("ties", DEFAULT_POINTING_TIES)
+            ),
             "relevance_mass": relevance_mass_accuracy(a, m),
             "otsu_iou": iou,
             "otsu_precision": precision,
@@ -562,7 +587,8 @@ CLASSES = ["crack", "hole", "print"]
 ALL_METRICS = {
     "tko": lambda: TopKOverlap(class_names=CLASSES),
     "tko_k0.1": lambda: TopKOverlap(class_names=CLASSES, k=0.1),
-    "pointing_tol1": lambda: PointingGame(class_names=CLASSES, tolerance=1),
+    "pointing_tol1": lambda: PointingGame(class_names=CLASSES, tolerance=1, ties="any"),
+    "pointing_tol1_expected": lambda: PointingGame(class_names=CLASSES, tolerance=1),
     "relevance_mass": lambda: RelevanceMassAccuracy(class_names=CLASSES),
     "otsu_iou": lambda: OtsuIoU(class_names=CLASSES),
     "otsu_precision": lambda: OtsuPrecision(class_names=CLASSES),
@@ -672,7 +698,23 @@ def test_metric_without_classes_reports_overall_only() -> None:
         RelevanceMassAccuracy(num_classes=2, class_names=["crack", "hole", "print"])
 
 
-def test_docstring_examples() -> None:
-    for module in (localization, winrate, collection):
-        failures, _ = doctest.testmod(module, extraglobs={"torch": torch})
-        assert failures == 0, module.__name__
+def test_update_scores_after_compute_is_not_served_from_the_cache() -> None:
+    # update_scores once bypassed torchmetrics' update wrapper, so compute() kept returning its first, cached value.
+    a, m, labels = _batch(20)
+    scores = top_k_overlap(a, m)
+    metric = TopKOverlap(class_names=CLASSES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "compute called before update" warning either
+        metric.update_scores(scores[:6], labels[:6])
+        first = metric.compute()
+        metric.update_scores(scores[6:], labels[6:])
+        second = metric.compute()
+    whole = TopKOverlap(class_names=CLASSES)
+    whole.update(a, m, labels)
+    _assert_results_equal(second, whole.compute())
+    assert first["n_images"].item() < second["n_images"].item()
+    assert metric.update_count == 2
+    with pytest.raises(ValueError):
+        metric.update(a, m, labels, scores=scores)
+    with pytest.raises(ValueError):
+        metric.update(labels=labels)

@@ -21,6 +21,7 @@ from xai_lightning.reporting.aggregate import (
     randomization_summary,
     stability_summary,
 )
+from xai_lightning.reporting.figures import common
 from xai_lightning.reporting.report import build_report
 
 NAN = float("nan")
@@ -321,7 +322,7 @@ def test_stability_summary_is_the_image_mean_per_seed():
 def drawn(monkeypatch) -> list[dict]:
     """Axis labels and tick labels of each figure, read just before the module saves it."""
     records: list[dict] = []
-    save = figures._save
+    save = common.save_figure
 
     def recording_save(fig, out_path):
         axes = [
@@ -340,7 +341,7 @@ def drawn(monkeypatch) -> list[dict]:
         )
         return save(fig, out_path)
 
-    monkeypatch.setattr(figures, "_save", recording_save)
+    monkeypatch.setattr(common, "save_figure", recording_save)
     return records
 
 
@@ -352,7 +353,7 @@ def test_curve_summary_takes_the_x_column_and_training_curves_still_use_epochs()
             "probability": [0.8, 1.0, 0.0, 0.2],
         }
     )
-    stats, n_seeds = figures._curve_summary(rows, x="fraction", value="probability")
+    stats, n_seeds = common.curve_summary(rows, x="fraction", value="probability")
     assert n_seeds == 2 and list(stats.index) == [0.0, 1.0]
     assert stats["mean"].tolist() == pytest.approx([0.9, 0.1])
     assert stats["low"].tolist() == pytest.approx([0.8, 0.0])
@@ -360,7 +361,7 @@ def test_curve_summary_takes_the_x_column_and_training_curves_still_use_epochs()
     epochs = pd.DataFrame(
         {"seed": [0, 1, 2], "epoch": [0, 0, 0], "value": [1.0, 2.0, 3.0]}
     )
-    stats, _ = figures._curve_summary(epochs)
+    stats, _ = common.curve_summary(epochs)
     # Three seeds: the band is ± the sample std, 1.
     assert stats.loc[0, "low"] == pytest.approx(1.0)
     assert stats.loc[0, "high"] == pytest.approx(3.0)

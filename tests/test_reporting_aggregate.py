@@ -5,7 +5,6 @@ Values are worked out by hand on small constructed frames; the win credits are a
 
 from __future__ import annotations
 
-import doctest
 import math
 from itertools import permutations
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_lightning.reporting import aggregate, tables
 from xai_lightning.reporting.aggregate import (
     across_seeds,
     excluded_counts,
@@ -399,9 +397,3 @@ def test_seed_count_reaches_the_markdown_and_latex_caption(tmp_path):
     assert r"\caption{Win-rate per split and class; mean $\pm$ std over 10 seeds}" in latex
     assert r"0.750 $\pm$ 0.034" in latex and "±" not in latex.split("\n", 1)[1]
     assert pd.read_csv(paths["csv"])["saliency"].iloc[0] == table["saliency"].iloc[0]
-
-
-@pytest.mark.parametrize("module", [aggregate, tables])
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

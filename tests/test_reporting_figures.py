@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from xai_lightning.reporting import figures
+from xai_lightning.reporting.figures import common
 from xai_lightning.reporting.figures import heatmap_grid, method_colors, metric_distributions, training_curves, win_rate_bars
 
 METHODS = ["gradcam", "saliency", "random"]
@@ -129,7 +130,7 @@ def make_examples(n_per_class: int = 1, empty_mask: bool = False) -> list[dict]:
 def drawn(monkeypatch) -> list[dict]:
     """What each figure drew, read from the matplotlib objects just before the module saves and clears them."""
     records: list[dict] = []
-    save = figures._save
+    save = common.save_figure
 
     def recording_save(fig, out_path):
         axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "colorbar"]
@@ -160,7 +161,7 @@ def drawn(monkeypatch) -> list[dict]:
         records[-1]["axes_after_save"] = len(fig.axes)
         return path
 
-    monkeypatch.setattr(figures, "_save", recording_save)
+    monkeypatch.setattr(common, "save_figure", recording_save)
     return records
 
 

@@ -22,7 +22,6 @@ from xai_lightning.data.synthetic import (
     SHORTCUT_MARKERS,
     SHORTCUT_MASK_DIR,
     SyntheticConfig,
-    _render_nut,
     generate_synthetic_mvtec,
     is_synthetic,
     main,
@@ -31,6 +30,7 @@ from xai_lightning.data.synthetic import (
     shortcut_mask_path,
     shortcut_settings,
 )
+from xai_lightning.data.synthetic.nut import render_nut
 from xai_lightning.errors import ConfigError, DatasetError
 
 SIZE = 64
@@ -158,7 +158,7 @@ def test_mask_is_exactly_the_changed_pixels(defect, size):
 @pytest.mark.parametrize("defect", DEFECT_TYPES)
 def test_defect_lies_on_the_nut(defect):
     for seed in range(4):
-        clean, nut = _render_nut(np.random.default_rng(seed), 96)
+        clean, nut = render_nut(np.random.default_rng(seed), 96)
         _, mask = render_sample(np.random.default_rng(seed), 96, defect)
         assert (nut.alpha[mask] == 1).all(), "mask pixels must be on the nut, not the background"
         background = clean[nut.alpha == 0].mean()
@@ -428,3 +428,51 @@ def test_known_answer_config_parses_with_the_shortcut_on_and_off(capsys, monkeyp
     assert printed[None]["data"]["root"] != quickstart["data"]["root"]
     callbacks = [c["class_path"] for c in printed[None]["trainer"]["callbacks"]]
     assert "xai_lightning.callbacks.AttributionCallback" in callbacks
+
+
+# ---------------------------------------------------------------------------------------------- class names
+
+# The smoke config's counts with one class dropped.
+COUNTS_WITHOUT_PRINT = {
+    "train/good": 2, "test/good": 3, "test/crack": 3, "test/cut": 3, "test/hole": 3, "test/print": 0
+}
+
+
+def test_class_names_of_an_unwritten_set_follow_its_counts(tmp_path):
+    """A class with count 0 is not a class: named before the set exists exactly as read back after."""
+    from xai_lightning.data.datamodule import MVTecDataModule
+    from xai_lightning.data.mvtec import list_classes
+    from xai_lightning.data.splits import SplitConfig
+
+    synthetic = SyntheticConfig(size=32, seed=0, counts=COUNTS_WITHOUT_PRINT)
+    assert synthetic.class_names == ["crack", "cut", "good", "hole"]
+    split = SplitConfig(val_fraction=0.34, test_fraction=0.33)
+    data = MVTecDataModule(
+        root=str(tmp_path / "data"), source="synthetic", image_size=32, split=split, synthetic=synthetic
+    )
+    before = data.class_names
+    assert before == ["crack", "cut", "good", "hole"]
+    data.prepare_data()
+    data.setup()
+    assert list_classes(tmp_path / "data", "hazelnut") == before == data.class_names
+    assert set(data.split_frame["label"]) == set(before)
+
+
+def test_cli_builds_the_model_with_the_class_names_of_the_data(tmp_path, monkeypatch):
+    """Regression: the model's classes were those of the full hazelnut set whatever `data.synthetic.counts` said."""
+    from conftest import smoke_args
+
+    from xai_lightning.cli import XaiLightningCLI
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not the CLI's
+    counts = "{" + ", ".join(f"{key}: {count}" for key, count in COUNTS_WITHOUT_PRINT.items()) + "}"
+    args = smoke_args(tmp_path / "data", tmp_path / "exp", "--data.synthetic.counts", counts)
+    cli = XaiLightningCLI(args=[*args, "--trainer.logger", "false", "--trainer.callbacks", "[]"])
+    assert not (tmp_path / "data").exists()  # the model was built before the data was written
+    assert cli.model.class_names == ["crack", "cut", "good", "hole"]
+    assert cli.model.hparams.class_names == cli.model.class_names
+    cli.datamodule.prepare_data()
+    cli.datamodule.setup()
+    assert cli.datamodule.class_names == cli.model.class_names
+    labels = {int(sample["label"]) for sample in cli.datamodule.dataset("train")}
+    assert {cli.model.class_names[label] for label in labels} == set(cli.datamodule.frame("train")["label"])

@@ -10,28 +10,30 @@ whether the map depends on the model at all (docs/metrics.md, "Faithfulness, rob
 They cost many explanations per image (a randomisation step re-explains everything, max-sensitivity
 explains every perturbation), so they run on a seeded sample of a few images per class rather than
 on every image; the deletion/insertion curves, which are cheap, run on all images in
-:func:`xai_lightning.evaluate.explain_run`.
+:func:`xai_lightning.evaluation.explain_run`.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
 import pandas as pd
 import torch
+from torch import Tensor
 
-from xai_lightning.callbacks.attribution import select_images
 from xai_lightning.explain import build_explainers
-from xai_lightning.explain.engine import explain_batch
+from xai_lightning.explain.engine import BatchExplanation, explain_batch
 from xai_lightning.metrics import (
     cascading_randomization,
     infidelity_score,
     max_sensitivity_score,
     stability,
 )
-from xai_lightning.runs import Run
+from xai_lightning.runs import LoadedRun, Run, as_loaded
+from xai_lightning.scoring import select_images
 
 @dataclass
 class CheckSettings:
@@ -79,26 +81,30 @@ class RunChecks:
 
 
 def check_run(
-    run: Run,
+    run: Run | LoadedRun,
     methods: dict[str, dict],
     split: str = "test",
     settings: CheckSettings | None = None,
     checkpoint: str = "best",
     seed: int = 0,
     experiment: str | None = None,
+    known_maps: Mapping[str, Mapping[str, Tensor]] | None = None,
 ) -> RunChecks:
     """Robustness, randomisation and stability of every method on a fixed sample of the run's ``split``.
 
     The images are a seeded sample of ``settings.images_per_class`` defect images per class, the
     same for every seed of an experiment, explained for their ground-truth class. A method that fails
     a check is left out of that check with a warning; the other methods and checks go on.
+
+    ``known_maps`` (image id → method → (H, W) map, for the ground-truth class with this ``seed``)
+    are maps an evaluation computed already; when they cover the check set, the intact model's
+    maps are not computed again (robustness, randomisation step 0, the first stability run).
     """
     settings = settings or CheckSettings()
     if settings.images_per_class == 0:
         return RunChecks()
-    model = run.load_model(checkpoint).eval()
-    data = run.load_datamodule()
-    data.setup()
+    loaded = as_loaded(run, checkpoint)
+    model, data, run = loaded.model, loaded.data, loaded.run
     frame = data.frame(split)
     positions = select_images(frame, settings.images_per_class, seed=seed)
     if not positions:
@@ -114,13 +120,14 @@ def check_run(
         }
     )
     where = f"{run.name} {split} checks"
+    known = _stacked(known_maps, ids["image_id"].tolist(), methods)
     tables = RunChecks()
     if settings.robustness_samples:
-        tables.per_image = _robustness(model, methods, images, labels, ids, settings, seed, where)
+        tables.per_image = _robustness(model, methods, images, labels, ids, settings, seed, where, known)
     if settings.randomization:
-        tables.randomization = _randomization(model, methods, images, labels, ids, settings, seed, where)
+        tables.randomization = _randomization(model, methods, images, labels, ids, settings, seed, where, known)
     if settings.stability_runs > 1:
-        tables.stability = _stability(model, methods, images, labels, ids, settings, seed, where)
+        tables.stability = _stability(model, methods, images, labels, ids, settings, seed, where, known)
     labels_ = {
         "experiment": experiment or run.path.parent.name,
         "run": run.name,
@@ -134,14 +141,26 @@ def check_run(
     return tables
 
 
-def _robustness(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+def _stacked(known_maps, image_ids: list[str], methods) -> dict[str, Tensor] | None:
+    """``{method: (N, H, W)}`` of the check images in order, or None when ``known_maps`` does not cover them all."""
+    if not known_maps or not all(i in known_maps and set(methods) <= set(known_maps[i]) for i in image_ids):
+        return None
+    return {method: torch.stack([known_maps[i][method] for i in image_ids]) for method in methods}
+
+
+def _robustness(
+    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
+) -> pd.DataFrame:
     """Infidelity and max-sensitivity of each method, in the per-image table's long shape."""
     explainers = build_explainers(methods, model, seed)
     rows = []
     for start in range(0, len(images), settings.batch_size):
         chunk = slice(start, start + settings.batch_size)
         x, y = images[chunk], labels[chunk]
-        explained = explain_batch(explainers, x, y)
+        if known is not None:
+            explained = BatchExplanation(maps={name: maps[chunk] for name, maps in known.items()})
+        else:
+            explained = explain_batch(explainers, x, y)
         for display, error in explained.errors.items():
             warnings.warn(
                 f"{where}: {display} failed and is left out of the robustness check: {error!r}",
@@ -177,10 +196,12 @@ def _robustness(model, methods, images, labels, ids, settings: CheckSettings, se
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def _randomization(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+def _randomization(
+    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
+) -> pd.DataFrame:
     """Cascading randomisation of every method; a method that fails is retried alone, then left out."""
     try:
-        table = cascading_randomization(model, methods, images, labels, seed=seed)
+        table = cascading_randomization(model, methods, images, labels, seed=seed, intact=known)
     except Exception as error:  # noqa: BLE001
         # One failing method fails the joint call; run the methods one by one so only it is lost.
         warnings.warn(
@@ -190,7 +211,8 @@ def _randomization(model, methods, images, labels, ids, settings: CheckSettings,
         parts = []
         for display, spec in methods.items():
             try:
-                parts.append(cascading_randomization(model, {display: spec}, images, labels, seed=seed))
+                single = cascading_randomization(model, {display: spec}, images, labels, seed=seed, intact=known)
+                parts.append(single)
             except Exception as single:  # noqa: BLE001
                 warnings.warn(
                     f"{where}: {display} is left out of the randomisation check: {single!r}",
@@ -202,7 +224,9 @@ def _randomization(model, methods, images, labels, ids, settings: CheckSettings,
     return table.merge(ids, on="image").drop(columns="image")
 
 
-def _stability(model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str) -> pd.DataFrame:
+def _stability(
+    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
+) -> pd.DataFrame:
     """Run-to-run stability of the stochastic methods (deterministic ones are 1 by construction)."""
     explainers = build_explainers(methods, model, seed)
     seeds = [seed + r for r in range(settings.stability_runs)]
@@ -211,7 +235,8 @@ def _stability(model, methods, images, labels, ids, settings: CheckSettings, see
         if not explainer.stochastic:
             continue
         try:
-            table = stability(methods[display], model, images, labels, seeds=seeds)
+            first = None if known is None else known[display]
+            table = stability(methods[display], model, images, labels, seeds=seeds, first=first)
         except Exception as error:
             warnings.warn(
                 f"{where}: {display} is left out of the stability check: {error!r}",

@@ -18,7 +18,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
-from xai_lightning.callbacks.run_manifest import MANIFEST_FILE, RunManifest
+from xai_lightning.callbacks.run_manifest import RunManifest
+from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
@@ -69,6 +70,8 @@ class XaiLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Read from the built data module, before any data is written: for a synthetic set not written yet the
+        # names come from its counts (MVTecDataModule.class_names), so the model's classes are the labels' classes.
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -76,7 +79,7 @@ class XaiLightningCLI(LightningCLI):
         config.run_name = config.run_name or f"seed{config.seed_everything}"
         run_dir = Path(config.experiment_dir) / config.run_name
         config.trainer.default_root_dir = str(run_dir)
-        config.checkpoint.dirpath = config.checkpoint.dirpath or str(run_dir / "checkpoints")
+        config.checkpoint.dirpath = config.checkpoint.dirpath or str(run_dir / CHECKPOINT_DIR)
         os.environ.setdefault("WANDB_MODE", resolve_wandb_mode())
         for logger in _logger_configs(config):
             if logger.class_path.rsplit(".", 1)[-1] == "WandbLogger":

@@ -8,19 +8,17 @@ the rest start; each seed runs in its own process, so one failing seed never sto
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from xai_lightning.errors import ConfigError
+from xai_lightning.runs import FINISHED_FILE, LOGS_DIR, Run
 
-FINISHED_FILE = "finished.json"
 DEFAULT_EXPERIMENT_DIR = "runs/default"
 
 
@@ -61,36 +59,14 @@ def resolve_experiment_dir(args: list[str]) -> Path:
     return Path(experiment_dir)
 
 
-@dataclass(frozen=True)
-class SeedRun:
-    """One seed of an experiment and what re-running it means."""
-
-    seed: int
-    run_dir: Path
-
-    @property
-    def finished(self) -> bool:
-        return (self.run_dir / FINISHED_FILE).is_file()
-
-    @property
-    def last_checkpoint(self) -> Path | None:
-        path = self.run_dir / "checkpoints" / "last.ckpt"
-        return path if path.is_file() else None
-
-    @property
-    def status(self) -> str:
-        if self.finished:
-            return "finished"
-        return "interrupted" if self.last_checkpoint else "new"
+def plan(experiment_dir: Path, seeds: list[int]) -> list[Run]:
+    """One run per seed, in the experiment folder, each knowing whether it is new, interrupted or finished."""
+    return [Run.for_seed(experiment_dir, seed) for seed in seeds]
 
 
-def plan(experiment_dir: Path, seeds: list[int]) -> list[SeedRun]:
-    return [SeedRun(seed, experiment_dir / f"seed{seed}") for seed in seeds]
-
-
-def seed_command(train_script: str, args: list[str], run: SeedRun) -> list[str]:
+def seed_command(train_script: str, args: list[str], run: Run) -> list[str]:
     """The command line of one seed's process (resuming from its last checkpoint if it was interrupted)."""
-    command = [sys.executable, train_script, *args, "--seed_everything", str(run.seed)]
+    command = [sys.executable, train_script, *args, "--seed_everything", str(run.planned_seed)]
     if run.status == "interrupted":
         command += ["--resume", str(run.last_checkpoint)]
     return command
@@ -109,15 +85,15 @@ def run_experiment(train_script: str, args: list[str], seeds: list[int], paralle
     for run in runs:
         if run.finished:
             outcome[run.seed] = "already finished (skipped)"
-            print(f"[experiment] seed {run.seed}: already finished in {run.run_dir}, skipping", flush=True)
+            print(f"[experiment] seed {run.seed}: already finished in {run.path}, skipping", flush=True)
         else:
             pending.append(run)
     env = dict(os.environ)
     if parallel > 1:
         # Processes sharing a CPU: one thread pool each of (cores / processes), not all cores each.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
-    logs = experiment_dir / "logs"
-    running: list[tuple[SeedRun, subprocess.Popen, object]] = []
+    logs = experiment_dir / LOGS_DIR
+    running: list[tuple[Run, subprocess.Popen, object]] = []
     while pending or running:
         while pending and len(running) < parallel:
             run = pending.pop(0)
@@ -126,7 +102,7 @@ def run_experiment(train_script: str, args: list[str], seeds: list[int], paralle
             command = seed_command(train_script, args, run)
             if parallel > 1:
                 logs.mkdir(parents=True, exist_ok=True)
-                log = open(logs / f"seed{run.seed}.log", "a")
+                log = open(logs / f"{run.name}.log", "a")
                 running.append((run, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
             else:
                 running.append((run, subprocess.Popen(command, env=env), None))
@@ -146,7 +122,7 @@ def run_experiment(train_script: str, args: list[str], seeds: list[int], paralle
 
 def write_finished(run_dir: Path, metrics: dict[str, float]) -> None:
     """Mark a run as complete (``finished.json`` with its final metrics): re-runs skip it."""
-    (run_dir / FINISHED_FILE).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics}, indent=2))
+    Run(Path(run_dir)).mark_finished(metrics)
 
 
 def _print_summary(experiment_dir: Path, seeds: list[int], outcome: dict[int, str]) -> None:

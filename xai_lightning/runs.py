@@ -1,25 +1,60 @@
-"""Find finished runs in an experiment directory and load what they saved (config, data, checkpoint)."""
+"""One training run on disk, and where each of its files lives: the only module that knows the run-folder layout.
+
+The launcher (``--seeds``) asks a :class:`Run` whether it is new, interrupted or finished;
+``evaluate.py`` finds finished runs and loads each one once (:meth:`Run.load`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pytorch_lightning.cli import LightningArgumentParser
 
-from xai_lightning.callbacks.run_manifest import CONFIG_FILE
-from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.errors import RunError
-from xai_lightning.models.multitask import MultiTaskClassifier
+
+if TYPE_CHECKING:  # the launcher imports this module and must not pay for torch and Lightning
+    from xai_lightning.data.datamodule import MVTecDataModule
+    from xai_lightning.models.multitask import MultiTaskClassifier
+    from xai_lightning.scoring import ScoringConfig
+
+#: The run folder: ``<experiment_dir>/<run name>/`` holds these.
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+SPLIT_FILE = "split.csv"
+FINISHED_FILE = "finished.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+XAI_DIR = "xai"
+EXPLAINERS_FILE = "explainers.json"
+WANDB_DIR = "wandb"
+#: Launcher logs of parallel seeds, in the experiment folder (not a run folder).
+LOGS_DIR = "logs"
+
+Checkpoint = Literal["best", "last"]
+
+
+def seed_run_name(seed: int) -> str:
+    """The default run name of a seed: ``seed<N>``."""
+    return f"seed{seed}"
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run on disk: ``<experiment_dir>/<run_name>/`` with config.yaml and checkpoints/."""
+    """One training run: ``<experiment_dir>/<run_name>/`` with config.yaml, checkpoints/, xai/ and finished.json.
+
+    ``planned_seed`` is the seed the launcher plans the run for, known before the run has a config.
+    """
 
     path: Path
+    planned_seed: int | None = field(default=None, compare=False)
+
+    @classmethod
+    def for_seed(cls, experiment_dir: str | Path, seed: int) -> Run:
+        return cls(Path(experiment_dir) / seed_run_name(seed), planned_seed=seed)
 
     @property
     def name(self) -> str:
@@ -31,17 +66,43 @@ class Run:
 
     @property
     def seed(self) -> int | None:
-        return self.config.get("seed_everything")
+        return self.planned_seed if self.planned_seed is not None else self.config.get("seed_everything")
 
-    def checkpoint(self, which: Literal["best", "last"] = "best") -> Path:
+    @property
+    def xai_dir(self) -> Path:
+        return self.path / XAI_DIR
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINISHED_FILE).is_file()
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        path = self.path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        return path if path.is_file() else None
+
+    @property
+    def status(self) -> Literal["finished", "interrupted", "new"]:
+        if self.finished:
+            return "finished"
+        return "interrupted" if self.last_checkpoint else "new"
+
+    def mark_finished(self, metrics: dict[str, float]) -> None:
+        """Mark the run as complete (``finished.json`` with its final metrics): re-runs skip it."""
+        record = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics}
+        (self.path / FINISHED_FILE).write_text(json.dumps(record, indent=2))
+
+    # ------------------------------------------------------------------ what it saved
+    def checkpoint(self, which: Checkpoint = "best") -> Path:
         """Path of the best checkpoint (as the run's ModelCheckpoint ranked them) or of ``last.ckpt``."""
-        folder = self.path / "checkpoints"
-        last = folder / "last.ckpt"
+        folder = self.path / CHECKPOINT_DIR
+        last = folder / LAST_CHECKPOINT
         if which == "last":
             if not last.is_file():
                 raise RunError(f"Run '{self.path}' has no '{last}'; did it finish an epoch?")
             return last
-        candidates = {p.name: p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"}
+        candidates = {p.name: p for p in folder.glob("*.ckpt") if p.name != LAST_CHECKPOINT}
         best = self._best_from(last) if last.is_file() else None
         if best is not None and best in candidates:
             return candidates[best]
@@ -62,7 +123,23 @@ class Run:
                 return Path(callback_state["best_model_path"]).name
         return None
 
-    def load_model(self, which: Literal["best", "last"] = "best") -> MultiTaskClassifier:
+    def scoring(self) -> ScoringConfig | None:
+        """The scoring configuration its AttributionCallback recorded (None: a run from before the record)."""
+        from xai_lightning.scoring import ScoringConfig
+
+        return ScoringConfig.read(self.xai_dir)
+
+    def callback_options(self) -> dict[str, Any]:
+        """The ``init_args`` of the run's AttributionCallback in its saved config ({} when it had none)."""
+        callbacks = (self.config.get("trainer") or {}).get("callbacks") or []
+        for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+            if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("AttributionCallback"):
+                return dict(callback.get("init_args") or {})
+        return {}
+
+    def load_model(self, which: Checkpoint = "best") -> MultiTaskClassifier:
+        from xai_lightning.models.multitask import MultiTaskClassifier
+
         path = self.checkpoint(which)
         try:
             return MultiTaskClassifier.load_from_checkpoint(path, map_location="cpu")
@@ -71,30 +148,58 @@ class Run:
 
     def load_datamodule(self) -> MVTecDataModule:
         """The run's data module, rebuilt from its saved config (same root, split seed and sizes)."""
+        from pytorch_lightning.cli import LightningArgumentParser
+
+        from xai_lightning.data.datamodule import MVTecDataModule
+
         parser = LightningArgumentParser(exit_on_error=False)
         parser.add_lightning_class_args(MVTecDataModule, "data", subclass_mode=False)
         data_config = parser.parse_object({"data": self.config["data"]})
         return parser.instantiate_classes(data_config).data
 
+    def load(self, which: Checkpoint = "best") -> LoadedRun:
+        """The checkpoint's model in eval mode and the data module set up: everything evaluation reads, once."""
+        model = self.load_model(which).eval()
+        data = self.load_datamodule()
+        data.setup()
+        return LoadedRun(self, model, data, which)
+
+
+@dataclass
+class LoadedRun:
+    """A run with its model and data in memory, so each part of an evaluation reuses them (images decode once)."""
+
+    run: Run
+    model: MultiTaskClassifier
+    data: MVTecDataModule
+    checkpoint: Checkpoint
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+
+def as_loaded(run: Run | LoadedRun, checkpoint: Checkpoint = "best") -> LoadedRun:
+    """A loaded run as it is; a run on disk loaded (for callers that use it once)."""
+    return run if isinstance(run, LoadedRun) else run.load(checkpoint)
+
 
 def find_runs(experiment_dir: str | Path) -> list[Run]:
-    """Finished runs under ``experiment_dir`` (or the run itself when it is one), sorted by name.
+    """Finished runs under ``experiment_dir`` (or the run itself when it is one), sorted by seed and name.
 
     A run is finished when it wrote ``finished.json`` (train.py does after fit and test); interrupted
     runs are left out with a note, and an experiment without any finished run is an error.
     """
-    from xai_lightning.experiment import FINISHED_FILE
-
     root = Path(experiment_dir)
     if not root.is_dir():
         raise RunError(f"Experiment directory '{root}' does not exist.")
     folders = [root] if (root / CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
     candidates = [Run(p) for p in folders if (p / CONFIG_FILE).is_file()]
-    runs = [run for run in candidates if (run.path / FINISHED_FILE).is_file()]
+    runs = [run for run in candidates if run.finished]
     unfinished = [run.name for run in candidates if run not in runs]
     if not runs:
         raise RunError(
-            f"No finished run in '{root}' (a finished run folder holds config.yaml, checkpoints/ and {FINISHED_FILE})"
+            f"No finished run in '{root}' (a finished run folder holds {CONFIG_FILE}, {CHECKPOINT_DIR}/ and {FINISHED_FILE})"
             + (f"; unfinished: {', '.join(unfinished)}" if unfinished else "")
             + ". Train with `python train.py --config ... --experiment_dir " + str(root) + " --seeds 0-4`; "
             "re-running that command finishes interrupted seeds."

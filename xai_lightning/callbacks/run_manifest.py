@@ -16,10 +16,10 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from xai_lightning.provenance import git_state, machine, package_versions
+from xai_lightning.runs import CONFIG_FILE, MANIFEST_FILE, SPLIT_FILE
 
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-SPLIT_FILE = "split.csv"
+__all__ = ["CONFIG_FILE", "MANIFEST_FILE", "SPLIT_FILE", "RunManifest"]
+
 
 
 class RunManifest(SaveConfigCallback):

@@ -23,7 +23,6 @@ mask; all 501 hazelnut images at 256² take about 100 MB, and a run only caches 
 from __future__ import annotations
 
 import hashlib
-import io
 import multiprocessing
 import os
 import tempfile
@@ -32,36 +31,21 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from xai_lightning.data.dataset import decode_mask, load_image
-from xai_lightning.data.mvtec import has_mask
-from xai_lightning.data.transforms import IMAGE_INTERPOLATION, MASK_INTERPOLATION
+# resize_image / resize_mask are re-exported: callers import them from here.
+from xai_lightning.data.decoding import decode_resized, resize_image, resize_mask
+from xai_lightning.data.layout import has_mask
+
+__all__ = ["RECIPE", "ResizedImageCache", "default_cache_dir", "resize_image", "resize_mask"]
 
 #: Bump when the decoding or resizing changes: disk entries of an older recipe are then not reused.
 RECIPE = 1
-
-_KINDS = ("image", "mask")
 
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/xai_lightning/images`` (``~/.cache/...`` when unset): per user, outside the dataset."""
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "xai_lightning" / "images"
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """(size, size, 3) uint8, resized as the pipelines' ``A.Resize`` does (which skips same-size input)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return cv2.resize(image, (size, size), interpolation=IMAGE_INTERPOLATION)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) uint8 in {0, 1}: nearest-neighbour resizing of a binary mask stays binary."""
-    if mask.shape[:2] == (size, size):
-        return mask
-    return cv2.resize(mask, (size, size), interpolation=MASK_INTERPOLATION)
 
 
 class ResizedImageCache:
@@ -159,7 +143,7 @@ def _load(kind: str, path: str, size: int, directory: Path | None) -> np.ndarray
     # One read serves hash and decode alike, so the entry is always named after the bytes it was made from.
     data = Path(path).read_bytes()
     if directory is None:
-        return _decode(kind, data, size)
+        return decode_resized(kind, data, size)
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     file = directory / f"{digest}-{kind}{size}-r{RECIPE}.npy"
     shape = (size, size, 3) if kind == "image" else (size, size)
@@ -171,17 +155,9 @@ def _load(kind: str, path: str, size: int, directory: Path | None) -> np.ndarray
         pass
     except (OSError, ValueError):
         pass  # damaged (not by us: writes are atomic); decoded and replaced below
-    array = _decode(kind, data, size)
+    array = decode_resized(kind, data, size)
     _write_atomically(file, array)
     return array
-
-
-def _decode(kind: str, data: bytes, size: int) -> np.ndarray:
-    if kind == "image":
-        return resize_image(load_image(io.BytesIO(data)), size)
-    if kind == "mask":
-        return resize_mask(decode_mask(io.BytesIO(data)), size)
-    raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
 
 
 _unwritable: set[Path] = set()

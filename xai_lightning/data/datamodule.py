@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader
 
 from xai_lightning.data.cache import ResizedImageCache, default_cache_dir
 from xai_lightning.data.dataset import DefectDataset
-from xai_lightning.data.mvtec import GOOD, build_index, list_classes
+from xai_lightning.data.layout import MARKER_FILE, is_synthetic
+from xai_lightning.data.mvtec import build_index, list_classes
 from xai_lightning.data.splits import SPLITS, SplitConfig, split_summary, stratified_split
-from xai_lightning.data.synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_mvtec, is_synthetic
+from xai_lightning.data.synthetic import SyntheticConfig, generate_synthetic_mvtec
 from xai_lightning.data.transforms import AugmentationConfig, eval_transform, train_transform
 from xai_lightning.errors import ConfigError, DatasetError
 
@@ -105,9 +106,14 @@ class MVTecDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ what the data is
     @property
     def class_names(self) -> list[str]:
-        """Class names in label order: the category's ``test/`` folders, sorted (hazelnut: crack, cut, good, hole, print)."""
-        if self.source == "synthetic" and not (self.root / self.category).is_dir():
-            return sorted([GOOD, *DEFECT_TYPES])
+        """Class names in label order: the category's ``test/`` folders, sorted (crack, cut, good, hole, print).
+
+        For ``source: synthetic`` they come from ``synthetic.counts`` (a class with count 0 is left out): the CLI
+        builds the model from them before :meth:`prepare_data` writes the set, and what it then writes (or finds,
+        which must be the same set) has exactly these classes.
+        """
+        if self.source == "synthetic":
+            return self.synthetic.class_names
         return list_classes(self.root, self.category)
 
     @property
@@ -138,7 +144,7 @@ class MVTecDataModule(pl.LightningDataModule):
         if (self.root / self.category).is_dir() and not is_synthetic(self.root):
             raise DatasetError(
                 f"'{self.root / self.category}' exists and was not written by the synthetic generator (no "
-                f"SYNTHETIC.json in '{self.root}'). It may be real data: set `data.source: mvtec` to use it, or point "
+                f"{MARKER_FILE} in '{self.root}'). It may be real data: set `data.source: mvtec` to use it, or point "
                 "`data.root` elsewhere for synthetic data."
             )
         generate_synthetic_mvtec(self.root, self.synthetic, progress=True)
@@ -149,7 +155,7 @@ class MVTecDataModule(pl.LightningDataModule):
             return
         if self.source == "mvtec" and is_synthetic(self.root):
             warnings.warn(
-                f"'{self.root}' holds SYNTHETIC data (it has SYNTHETIC.json); results are labelled synthetic.",
+                f"'{self.root}' holds SYNTHETIC data (it has {MARKER_FILE}); results are labelled synthetic.",
                 stacklevel=2,
             )
         index = build_index(self.root, self.category, verify_images=self.verify_images)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import albumentations as A
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from xai_lightning.data.mvtec import has_mask
+# Re-exported: callers import the decoders from here.
+from xai_lightning.data.decoding import decode_mask, load_image, load_mask
 
 if TYPE_CHECKING:
     from xai_lightning.data.cache import ResizedImageCache
+
+__all__ = ["DefectDataset", "Sample", "decode_mask", "load_image", "load_mask"]
 
 
 class Sample(TypedDict):
@@ -24,29 +25,6 @@ class Sample(TypedDict):
     mask: torch.Tensor  # (1, H, W) float in {0, 1}
     label: torch.Tensor  # () long, index into the class names
     index: torch.Tensor  # () long, row of the split table: ties results back to image ids
-
-
-def load_image(path: str | BinaryIO) -> np.ndarray:
-    """RGB uint8 array (H, W, 3) of an image file (a path or an open binary file)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def load_mask(path: str | None, size_hw: tuple[int, int]) -> np.ndarray:
-    """Binary uint8 mask (H, W); all zeros when ``path`` is None (``good`` images have no mask)."""
-    if not has_mask(path):
-        return np.zeros(size_hw, dtype=np.uint8)
-    return decode_mask(path)
-
-
-def decode_mask(file: str | BinaryIO) -> np.ndarray:
-    """Binary uint8 mask (H, W) of a mask file (a path or an open binary file).
-
-    MVTec masks hold 0 and 255; ``> 0`` keeps any non-zero value as defect (dividing by 255 and
-    casting to an integer type would empty masks stored with values below 255).
-    """
-    with Image.open(file) as mask:
-        return (np.asarray(mask.convert("L")) > 0).astype(np.uint8)
 
 
 class DefectDataset(Dataset):

@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+# GOOD and has_mask are re-exported: callers import them from here.
+from xai_lightning.data.classes import GOOD, label_order
+from xai_lightning.data.layout import MVTEC_SPLITS, TEST_DIR, TRAIN_DIR, has_mask, mask_file
 from xai_lightning.errors import DatasetError
 
-GOOD = "good"
 MVTEC_URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -21,23 +23,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 INDEX_COLUMNS = ["image_id", "image_path", "mask_path", "label", "mvtec_split", "category"]
 
 
-def has_mask(mask_path: object) -> bool:
-    """Whether an index entry names a mask file (``good`` images have none: None or NaN in pandas)."""
-    return isinstance(mask_path, str) and bool(mask_path)
-
-
 def list_categories(root: str | Path) -> list[str]:
     """Names of the category folders (those holding ``train/`` and ``test/``) under ``root``."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
+    return sorted(p.name for p in root.iterdir() if all((p / split).is_dir() for split in MVTEC_SPLITS))
 
 
 def list_classes(root: str | Path, category: str) -> list[str]:
     """Class names of a category: the folders under ``test/`` (``good`` plus the defect types), sorted."""
     category_dir = _category_dir(Path(root), category)
-    return sorted(p.name for p in (category_dir / "test").iterdir() if p.is_dir())
+    return label_order(p.name for p in (category_dir / TEST_DIR).iterdir() if p.is_dir())
 
 
 def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: bool = True) -> pd.DataFrame:
@@ -54,7 +51,7 @@ def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: 
     root = Path(root)
     category_dir = _category_dir(root, category)
     rows: list[dict] = []
-    for mvtec_split in ("train", "test"):
+    for mvtec_split in MVTEC_SPLITS:
         for class_dir in sorted(p for p in (category_dir / mvtec_split).iterdir() if p.is_dir()):
             for image_path in _images_in(class_dir):
                 label = class_dir.name
@@ -71,10 +68,12 @@ def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: 
                 )
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     if index.empty:
-        raise DatasetError(f"No images found under '{category_dir}'. Expected PNG files in train/good/ and test/<class>/.")
-    if not (index["mvtec_split"] == "test").any() or not (index["label"] != GOOD).any():
         raise DatasetError(
-            f"'{category_dir / 'test'}' holds no defect images; the classification task needs test/<defect>/ "
+            f"No images found under '{category_dir}'. Expected PNG files in train/good/ and test/<class>/."
+        )
+    if not (index["mvtec_split"] == TEST_DIR).any() or not (index["label"] != GOOD).any():
+        raise DatasetError(
+            f"'{category_dir / TEST_DIR}' holds no defect images; the classification task needs test/<defect>/ "
             "folders with their masks in ground_truth/<defect>/."
         )
     if verify_images:
@@ -104,7 +103,7 @@ def _category_dir(root: Path, category: str) -> Path:
     if not root.exists():
         raise DatasetError(
             f"Dataset root '{root}' does not exist. Download MVTec AD ({MVTEC_URL}) and extract it so that "
-            f"'{root / category / 'train' / GOOD}' exists, or set `data.source: synthetic` to generate a "
+            f"'{root / category / TRAIN_DIR / GOOD}' exists, or set `data.source: synthetic` to generate a "
             "synthetic stand-in there."
         )
     if not root.is_dir() or not any(root.iterdir()):
@@ -120,7 +119,7 @@ def _category_dir(root: Path, category: str) -> Path:
             f"Category '{category}' not found under '{root}'. {hint} Set `data.category` to one of them or "
             f"point `data.root` at the folder that holds '{category}/'."
         )
-    for sub in ("train", "test"):
+    for sub in MVTEC_SPLITS:
         if not (category_dir / sub).is_dir():
             raise DatasetError(
                 f"'{category_dir / sub}' is missing: an MVTec AD category holds train/good/, test/<class>/ and "
@@ -134,11 +133,11 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _mask_for(category_dir: Path, label: str, image_path: Path) -> Path:
-    mask_path = category_dir / "ground_truth" / label / f"{image_path.stem}_mask.png"
+    mask_path = category_dir / mask_file(label, image_path.stem)
     if not mask_path.is_file():
         raise DatasetError(
             f"Defect image '{image_path}' has no mask: expected '{mask_path}'. Every image in test/<defect>/ needs "
-            f"ground_truth/<defect>/<stem>_mask.png; restore the mask or remove the image."
+            f"{mask_file('<defect>', '<stem>')}; restore the mask or remove the image."
         )
     return mask_path
 

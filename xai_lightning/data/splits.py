@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from xai_lightning.data.mvtec import GOOD
+from xai_lightning.data.classes import GOOD
+from xai_lightning.data.layout import TEST_DIR, TRAIN_DIR
 from xai_lightning.errors import ConfigError, DatasetError
 
+#: The project's own splits, in order (tables, manifests and loaders list them so).
 SPLITS = ("train", "val", "test")
 
 
@@ -56,9 +58,9 @@ def stratified_split(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     rounding), so adding images of one class never moves the images of another.
     Raises :class:`DatasetError` when a split with a positive fraction would get no image of a class.
     """
-    pool = index[index["mvtec_split"] == "test"]
+    pool = index[index["mvtec_split"] == TEST_DIR]
     if config.max_train_good:
-        train_good = index[(index["mvtec_split"] == "train") & (index["label"] == GOOD)].sort_values("image_id")
+        train_good = index[(index["mvtec_split"] == TRAIN_DIR) & (index["label"] == GOOD)].sort_values("image_id")
         take = min(config.max_train_good, len(train_good))
         rng = np.random.default_rng([config.seed, 1])
         pool = pd.concat([pool, train_good.iloc[np.sort(rng.choice(len(train_good), take, replace=False))]])

@@ -1,8 +1,6 @@
-"""The explainer interface and its registry: methods created by name from the config.
+"""The explainer interface and its registry: methods created by name from the config, as timm creates models.
 
-``create_explainer("gradcam", model, **options)`` builds one; ``list_explainers("*grad*")`` filters
-names, in the shape of timm's model registry. The registry entry is the only place that knows how a
-method is computed and how its raw attribution is reduced to one map (see ``reduction.py``).
+``create_explainer("gradcam", model, **options)`` builds one; importing :mod:`xai_lightning.explain` registers all.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from xai_lightning.errors import ConfigError
+from xai_lightning.explain.options import ExplainerOptions
 from xai_lightning.explain.shared import GradientPass, GradientRequest
 
 
@@ -45,21 +44,47 @@ class Explainer(ABC):
     """Turns a batch of images and target classes into one non-negative map per image.
 
     Subclasses set ``name``, ``reduction`` (how the raw attribution becomes a (B, H, W) map:
-    ``max_abs``, ``sum_abs``, ``cam`` or ``none``) and ``stochastic``; they implement :meth:`attribute`.
-    Call :meth:`explain`, which handles eval mode, gradients and validation of the result.
+    ``max_abs``, ``sum_abs``, ``cam`` or ``none``), ``stochastic`` and ``Options``, the frozen
+    dataclass of their options (:class:`~xai_lightning.explain.options.ExplainerOptions`); they
+    implement :meth:`attribute`, and :meth:`setup` when they build something from the model. Call
+    :meth:`explain`, which handles eval mode, gradients and validation of the result.
 
     Args:
         model: the multi-task model; ``model.classify(x)`` gives the class logits being explained.
         seed: seeds stochastic methods (noise, sampling), so a pass is reproducible.
+        **options: the fields of ``Options``; the checked values are in ``self.settings``.
+
+    Raises:
+        TypeError: an option ``Options`` has no field for (``create_explainer`` reports it as a ConfigError).
+        ConfigError: an option's value is invalid; the message starts with ``explainer <name>:``.
     """
 
     name: ClassVar[str]
     reduction: ClassVar[str]
     stochastic: ClassVar[bool] = False
+    #: The options dataclass: its fields are the keyword options the explainer takes and records.
+    Options: ClassVar[type[ExplainerOptions]] = ExplainerOptions
 
-    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, seed: int = 0, **options: Any) -> None:
         self.model = model
         self.seed = seed
+        known = self.Options.names()
+        for option in options:
+            if option not in known:
+                # Python's own wording for an unknown keyword, as when each explainer spelled out its signature.
+                raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument '{option}'")
+        try:
+            self.settings = self.Options(**options)
+            self.setup()
+        except ConfigError as error:
+            # The same error with the method named; its chained copy would only repeat the message.
+            raise ConfigError(f"explainer {self.name}: {error}") from None
+
+    def setup(self) -> None:
+        """Build what the method needs from ``self.model`` and ``self.settings`` (e.g. its Captum object).
+
+        Runs once, at the end of ``__init__``; a ConfigError raised here is reported with the method's name.
+        """
 
     @abstractmethod
     def attribute(self, images: Tensor, targets: Tensor) -> Tensor:
@@ -78,7 +103,9 @@ class Explainer(ABC):
             images = images.detach().clone()
             targets = targets.detach().clone()
             if self.stochastic:
-                maps = torch.cat([self._seeded_attribute(images[i : i + 1], targets[i : i + 1]) for i in range(len(images))])
+                # One image at a time: its noise is drawn from (seed, its content), whatever batch it is in.
+                singles = zip(images.split(1), targets.split(1))
+                maps = torch.cat([self._seeded_attribute(image, target) for image, target in singles])
             else:
                 maps = self.attribute(images, targets)
         maps = maps.detach()
@@ -119,8 +146,8 @@ class Explainer(ABC):
         return {"name": self.name, "reduction": self.reduction, "stochastic": self.stochastic, **self.options()}
 
     def options(self) -> dict[str, Any]:
-        """The method's own options (overridden by explainers that have any)."""
-        return {}
+        """The method's own options, ``{option: value}`` in the order ``Options`` declares them."""
+        return self.settings.as_dict()
 
 
 @contextlib.contextmanager
@@ -160,22 +187,78 @@ _REGISTRY: dict[str, type[Explainer]] = {}
 
 
 def register_explainer(cls: type[Explainer]) -> type[Explainer]:
-    """Class decorator: make an :class:`Explainer` subclass creatable by its ``name``."""
+    """Class decorator: make an :class:`Explainer` subclass creatable by its ``name``.
+
+    A name is registered once: registering it again is a ValueError, never a silent replacement.
+    For an explainer that should exist only for a while (a test double), use
+    :func:`registered_explainers`, which removes it again.
+    """
     if cls.name in _REGISTRY:
         raise ValueError(f"Explainer '{cls.name}' is registered twice.")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def unregister_explainer(name: str) -> type[Explainer]:
+    """Remove ``name`` from the registry and return its class (a ValueError when it is not registered)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Explainer '{name}' is not registered.")
+    return _REGISTRY.pop(name)
+
+
+@contextlib.contextmanager
+def registered_explainers(*classes: type[Explainer]) -> Iterator[None]:
+    """Register ``classes`` for the duration of the block, then remove them, even when the block raises.
+
+    The scope for test doubles: the registry is left as it was found. Names follow the rule of
+    :func:`register_explainer` (a name taken already is a ValueError). In pytest::
+
+        @pytest.fixture(autouse=True)
+        def test_doubles():
+            with registered_explainers(AlwaysFails, ReturnsNaN):
+                yield
+
+    >>> class Constant(Explainer):
+    ...     name, reduction = "doc_constant", "none"
+    ...     def attribute(self, images, targets):
+    ...         return images.new_ones(len(images), *images.shape[-2:])
+    >>> with registered_explainers(Constant):
+    ...     list_explainers("doc_*")
+    ['doc_constant']
+    >>> list_explainers("doc_*")
+    []
+    """
+    added: list[str] = []
+    try:
+        for cls in classes:
+            register_explainer(cls)
+            added.append(cls.name)
+        yield
+    finally:
+        for name in reversed(added):
+            _REGISTRY.pop(name, None)
+
+
 def list_explainers(pattern: str = "*") -> list[str]:
-    """Registered explainer names matching a shell-style pattern, sorted."""
-    _load_builtin_explainers()
+    """Registered explainer names matching a shell-style pattern, sorted.
+
+    >>> list_explainers("guided_*")
+    ['guided_backprop', 'guided_gradcam']
+    """
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
 def create_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
-    """Build a registered explainer for ``model`` with its options (a clear error for unknown ones)."""
-    _load_builtin_explainers()
+    """Build a registered explainer for ``model`` with its options (a clear error for unknown ones).
+
+    >>> create_explainer("integrated_gradients", nn.Identity(), n_steps=8).options()["n_steps"]
+    8
+    >>> try:
+    ...     create_explainer("saliency", nn.Identity(), n_steps=8)
+    ... except ConfigError as error:
+    ...     print(error)
+    Bad options for explainer 'saliency': SaliencyExplainer.__init__() got an unexpected keyword argument 'n_steps'.
+    """
     if name not in _REGISTRY:
         raise ConfigError(f"Unknown explainer '{name}'. Available: {', '.join(list_explainers())}.")
     try:
@@ -207,9 +290,3 @@ def build_explainers(
         except ConfigError as error:
             raise ConfigError(f"`{where}.{display}`: {error}") from error
     return explainers
-
-
-def _load_builtin_explainers() -> None:
-    # Importing the module runs its @register_explainer decorators.
-    import xai_lightning.explain.methods  # noqa: F401
-

@@ -52,7 +52,9 @@ def shared_group(explainers: Mapping[str, Explainer]) -> tuple[list[str], Gradie
     return names, request
 
 
-def floor_passes(explainers: Mapping[str, Explainer], image_size: tuple[int, int], share_gradients: bool = True) -> PassCount:
+def floor_passes(
+    explainers: Mapping[str, Explainer], image_size: tuple[int, int], share_gradients: bool = True
+) -> PassCount:
     """Passes per image that explaining with every method cannot avoid, counting a shared pass once."""
     group, request = shared_group(explainers) if share_gradients else ([], None)
     total = PassCount()

@@ -82,7 +82,11 @@ def integrated_gradients(
 
 
 def logit_gap(
-    forward: Callable[[Tensor], Tensor], images: Tensor, baselines: Tensor, targets: Tensor, internal_batch_size: int = 8
+    forward: Callable[[Tensor], Tensor],
+    images: Tensor,
+    baselines: Tensor,
+    targets: Tensor,
+    internal_batch_size: int = 8,
 ) -> Tensor:
     """(B,) ``f_c(x) − f_c(x')``: what the attributions of each image must sum to (completeness)."""
     gaps = []

@@ -4,6 +4,7 @@ Functional forms (batched, pure torch) and torchmetrics wrappers (DDP-synced, pe
 """
 
 from xai_lightning.metrics.agreement import (
+    TOP_FRACTION,
     Agreement,
     agreement_matrix,
     pairwise_agreement,
@@ -30,7 +31,7 @@ from xai_lightning.metrics.faithfulness import (
     max_sensitivity_score,
 )
 from xai_lightning.metrics.localization import (
-    LOCALIZATION_METRICS,
+    check_pointing_ties,
     dilate_masks,
     localization_scores,
     otsu_iou_precision_recall,
@@ -40,7 +41,19 @@ from xai_lightning.metrics.localization import (
     relevance_mass_accuracy,
     top_k_overlap,
 )
+from xai_lightning.metrics.names import (
+    DEFAULT_POINTING_TIES,
+    FAITHFULNESS_METRICS,
+    LOCALIZATION_METRICS,
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    OVERALL,
+    POINTING_TIES,
+    TIE_TOLERANCE,
+    metric_label,
+)
 from xai_lightning.metrics.sanity import (
+    SANITY_THRESHOLD,
     cascading_randomization,
     sanity_verdict,
     spearman,
@@ -49,7 +62,16 @@ from xai_lightning.metrics.sanity import (
 from xai_lightning.metrics.winrate import WinRate, win_credit, win_rate
 
 __all__ = [
+    "DEFAULT_POINTING_TIES",
+    "FAITHFULNESS_METRICS",
     "LOCALIZATION_METRICS",
+    "LOWER_IS_BETTER",
+    "METRIC_LABELS",
+    "OVERALL",
+    "POINTING_TIES",
+    "SANITY_THRESHOLD",
+    "TIE_TOLERANCE",
+    "TOP_FRACTION",
     "Agreement",
     "LocalizationMetric",
     "OtsuIoU",
@@ -63,6 +85,7 @@ __all__ = [
     "agreement_matrix",
     "pairwise_agreement",
     "cascading_randomization",
+    "check_pointing_ties",
     "curve_area",
     "curve_baseline",
     "deletion_curve",
@@ -72,6 +95,7 @@ __all__ = [
     "insertion_curve",
     "localization_scores",
     "max_sensitivity_score",
+    "metric_label",
     "otsu_iou_precision_recall",
     "otsu_threshold",
     "pixel_auroc",

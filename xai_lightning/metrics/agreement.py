@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "TOP_FRACTION",
     "Agreement",
     "agreement_matrix",
     "pairwise_agreement",
@@ -26,6 +27,9 @@ __all__ = [
     "top_fraction_iou",
     "top_fraction_mask",
 ]
+
+#: Share of each map's pixels that agreement and stability compare (docs/metrics.md: the top 10 %).
+TOP_FRACTION = 0.1
 
 
 def top_fraction_count(height: int, width: int, fraction: float) -> int:
@@ -40,7 +44,7 @@ def top_fraction_count(height: int, width: int, fraction: float) -> int:
     return min(n, max(1, math.floor(fraction * n + 0.5)))
 
 
-def top_fraction_mask(maps: Tensor, fraction: float = 0.1) -> Tensor:
+def top_fraction_mask(maps: Tensor, fraction: float = TOP_FRACTION) -> Tensor:
     """(B, H, W) bool mask of each map's ``fraction`` most relevant pixels: exactly the same count per image.
 
     A threshold (``maps >= k-th largest value``) would select more than ``k`` pixels whenever values
@@ -79,7 +83,7 @@ def _mask_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union
 
 
-def top_fraction_iou(a: Tensor, b: Tensor, fraction: float = 0.1) -> Tensor:
+def top_fraction_iou(a: Tensor, b: Tensor, fraction: float = TOP_FRACTION) -> Tensor:
     """(B,) IoU of the top-``fraction`` pixels of two map batches (float64): 1 identical, 0 disjoint.
 
     Both masks hold exactly :func:`top_fraction_count` pixels (see :func:`top_fraction_mask`), so the
@@ -103,7 +107,7 @@ class Agreement(NamedTuple):
     per_class: pd.DataFrame | None
 
 
-def pairwise_agreement(maps: Mapping[str, Tensor], fraction: float = 0.1) -> dict[tuple[str, str], Tensor]:
+def pairwise_agreement(maps: Mapping[str, Tensor], fraction: float = TOP_FRACTION) -> dict[tuple[str, str], Tensor]:
     """(B,) top-``fraction`` IoU per image for every unordered pair of methods, in the order given.
 
     The per-image values behind :func:`agreement_matrix`, for callers that pool images over many
@@ -112,7 +116,7 @@ def pairwise_agreement(maps: Mapping[str, Tensor], fraction: float = 0.1) -> dic
 
     Args:
         maps: method name -> (B, H, W) maps of the same images in the same order.
-        fraction: share of each map's pixels compared (docs/metrics.md: 0.1).
+        fraction: share of each map's pixels compared (default :data:`TOP_FRACTION`, 10 %).
 
     Returns:
         ``{(a, b): (B,) float64 IoU}`` for each pair with ``a`` listed before ``b``.
@@ -129,7 +133,7 @@ def agreement_matrix(
     maps: Mapping[str, Tensor],
     labels: Tensor | Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
-    fraction: float = 0.1,
+    fraction: float = TOP_FRACTION,
 ) -> Agreement:
     """Mean IoU of the top-``fraction`` pixels between every pair of methods, overall and per class.
 
@@ -141,7 +145,7 @@ def agreement_matrix(
         maps: method name -> (B, H, W) maps of the same images in the same order.
         labels: (B,) class index of each image, for the per-class matrices.
         class_names: names of the class indices (default: the indices themselves).
-        fraction: share of each map's pixels compared (docs/metrics.md: 0.1).
+        fraction: share of each map's pixels compared (default :data:`TOP_FRACTION`, 10 %).
     """
     if not maps:
         raise ValueError("agreement_matrix needs at least one method's maps.")

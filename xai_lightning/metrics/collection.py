@@ -12,12 +12,15 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from xai_lightning.metrics.localization import (
+    check_pointing_ties,
     otsu_iou_precision_recall,
     pixel_auroc,
     pointing_game,
     relevance_mass_accuracy,
     top_k_overlap,
 )
+from xai_lightning.metrics.names import DEFAULT_POINTING_TIES, OVERALL
+from xai_lightning.metrics.otsu import OTSU_BINS
 from xai_lightning.metrics.winrate import WinRate, labels_or_zeros, resolve_class_names
 
 __all__ = [
@@ -79,12 +82,36 @@ class LocalizationMetric(Metric):
         """(B,) per-image scores, NaN where undefined."""
         raise NotImplementedError
 
-    def update(self, attributions: Tensor, masks: Tensor, labels: Tensor | None = None) -> None:
-        """Add a batch: ``attributions`` (B, H, W), ``masks`` (B, H, W), ``labels`` (B,) class indices."""
-        self.update_scores(self.score(attributions, masks), labels)
+    def update(
+        self,
+        attributions: Tensor | None = None,
+        masks: Tensor | None = None,
+        labels: Tensor | None = None,
+        *,
+        scores: Tensor | None = None,
+    ) -> None:
+        """Add a batch: ``attributions`` (B, H, W) with their ``masks`` (B, H, W), or their (B,) ``scores``.
+
+        ``labels`` (B,) are class indices. ``scores`` are per-image scores already computed (e.g. by
+        ``localization_scores``, once for all metrics); see :meth:`update_scores`.
+        """
+        if scores is None:
+            if attributions is None or masks is None:
+                raise ValueError("update needs attributions and masks, or scores")
+            scores = self.score(attributions, masks)
+        elif attributions is not None or masks is not None:
+            raise ValueError("update takes attributions and masks or scores, not both")
+        self._add_scores(scores, labels)
 
     def update_scores(self, values: Tensor, labels: Tensor | None = None) -> None:
-        """Add per-image scores already computed (e.g. by ``localization_scores``, once for all metrics)."""
+        """Add per-image scores already computed (e.g. by ``localization_scores``, once for all metrics).
+
+        Goes through :meth:`update` on purpose: torchmetrics wraps ``update`` to drop the value cached by
+        ``compute()`` and to count updates, so a bypass would make the next ``compute()`` return stale means.
+        """
+        self.update(labels=labels, scores=values)
+
+    def _add_scores(self, values: Tensor, labels: Tensor | None) -> None:
         values = values.to(self.value_sum.device)
         labels = labels_or_zeros(labels, values.shape[0], self.value_sum.device, self.per_class)
         included = torch.isfinite(values)
@@ -97,7 +124,7 @@ class LocalizationMetric(Metric):
         """See the class docstring."""
         counts = self.n_included.to(self.value_sum.dtype)
         # 0/0 is NaN: no included image means no defined mean.
-        result = {"overall": self.value_sum.sum() / counts.sum()}
+        result = {OVERALL: self.value_sum.sum() / counts.sum()}
         if self.per_class:
             means = self.value_sum / counts
             result.update(zip(self.class_names, means.unbind(0)))
@@ -133,21 +160,19 @@ class TopKOverlap(LocalizationMetric):
 
 
 class PointingGame(LocalizationMetric):
-    """Pointing-game hit rate (see ``localization.pointing_game``)."""
+    """Mean pointing-game score (see ``localization.pointing_game``; ``ties`` defaults to ``"expected"``)."""
 
     def __init__(
         self,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         tolerance: int = 0,
-        ties: str = "any",
+        ties: str = DEFAULT_POINTING_TIES,
         **kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, class_names=class_names, **kwargs)
-        if ties not in ("any", "expected"):
-            raise ValueError(f"ties must be 'any' or 'expected', got {ties!r}")
         self.tolerance = tolerance
-        self.ties = ties
+        self.ties = check_pointing_ties(ties)
 
     def score(self, attributions: Tensor, masks: Tensor) -> Tensor:
         return pointing_game(attributions, masks, tolerance=self.tolerance, ties=self.ties)
@@ -167,7 +192,7 @@ class _OtsuMetric(LocalizationMetric):
         self,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
-        bins: int = 256,
+        bins: int = OTSU_BINS,
         **kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, class_names=class_names, **kwargs)

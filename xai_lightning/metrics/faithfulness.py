@@ -23,20 +23,14 @@ from collections.abc import Callable
 import torch
 from captum.metrics import infidelity, sensitivity_max
 from torch import Tensor
-from torchvision.transforms.functional import gaussian_blur
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer
+from xai_lightning.explain.baselines import CURVE_BASELINES, DEFAULT_BLUR_SIGMA, baseline_image
 from xai_lightning.explain.integrated_gradients import (
     default_internal_batch,
     point_chunks,
 )
-
-#: Baselines that removed pixels are replaced with.
-CURVE_BASELINES = ("blur", "mean")
-
-#: Default blur of the "blur" baseline, in pixels: strong enough to wipe out defect-sized structure.
-DEFAULT_BLUR_SIGMA = 5.0
 
 Classify = Callable[[Tensor], Tensor]
 ExplainFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,19 +40,14 @@ ExplainFn = Callable[[Tensor, Tensor], Tensor]
 def curve_baseline(images: Tensor, baseline: str = "blur", blur_sigma: float = DEFAULT_BLUR_SIGMA) -> Tensor:
     """The image that deleted pixels are replaced with (and that insertion starts from), (B, C, H, W).
 
-    ``"blur"``: a Gaussian-blurred copy of each image (sigma ``blur_sigma`` pixels); removes local
-    structure such as a defect while keeping colour and brightness, so the curve does not measure
-    the model's reaction to an out-of-distribution flat image.
-    ``"mean"``: zeros. Images are normalised by the dataset mean and standard deviation, so zero is
-    the dataset-mean image.
+    One of :data:`~xai_lightning.explain.baselines.CURVE_BASELINES`, made by
+    :func:`~xai_lightning.explain.baselines.baseline_image`: ``"blur"``, a Gaussian-blurred copy of
+    each image (sigma ``blur_sigma`` pixels), which removes a defect but keeps colour and brightness,
+    so the curve does not measure the model's reaction to an out-of-distribution flat image;
+    ``"mean"``, the dataset-mean image (zeros once normalised).
     """
     _check_baseline(baseline, blur_sigma)
-    if baseline == "mean":
-        return torch.zeros_like(images)
-    # Kernel covering ±3 sigma, truncated so that reflect padding stays below the image size
-    # (torch's reflect pad needs pad < size); both bounds are odd, as gaussian_blur requires.
-    kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(images.shape[-2:]) - 1)
-    return gaussian_blur(images, [kernel, kernel], [blur_sigma, blur_sigma])
+    return baseline_image(baseline, images, blur_sigma)
 
 
 def deletion_curve(
@@ -70,6 +59,7 @@ def deletion_curve(
     baseline: str = "blur",
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
+    endpoints: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are replaced by the baseline.
 
@@ -91,8 +81,11 @@ def deletion_curve(
         baseline: ``"blur"`` or ``"mean"`` (see :func:`curve_baseline`).
         blur_sigma: sigma in pixels of the ``"blur"`` baseline.
         batch_size: images per forward pass; bounds peak memory. Default: the device's IG chunk.
+        endpoints: the target's (B,) probabilities on the original and on the baseline image, when the
+            caller has them: every method's curve starts and ends on those two images, so a caller
+            scoring several methods computes them once instead of twice per method.
     """
-    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, insert=False)
+    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, False, endpoints)
 
 
 def insertion_curve(
@@ -104,6 +97,7 @@ def insertion_curve(
     baseline: str = "blur",
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
+    endpoints: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are put back onto the baseline.
 
@@ -111,7 +105,7 @@ def insertion_curve(
     the baseline image, point ``steps`` the original. A faithful map makes the probability rise
     early: a high :func:`curve_area` is good.
     """
-    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, insert=True)
+    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, True, endpoints)
 
 
 def curve_area(curve: Tensor) -> Tensor:
@@ -135,6 +129,7 @@ def _curve(
     blur_sigma: float,
     batch_size: int | None,
     insert: bool,
+    endpoints: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     _check_int("steps", steps)
     if batch_size is None:
@@ -155,16 +150,23 @@ def _curve(
         rank.scatter_(1, order, torch.arange(n_pixels, device=maps.device).expand_as(order))
         # Pixels switched at each point: floor(s · HW / steps), exact in integers (0 and HW included).
         switched = torch.arange(n_points, device=images.device) * n_pixels // steps
-        probabilities = []
-        for image, step in point_chunks(n_images, n_points, batch_size, images.device):
+        curves = torch.empty(n_images, n_points, dtype=torch.float32, device=images.device)
+        points = torch.arange(n_points, device=images.device)
+        if endpoints is not None:
+            # Points that are the whole start or end image take the caller's probabilities.
+            original, reference_probability = (p.float().to(images.device) for p in endpoints)
+            start_p, end_p = (reference_probability, original) if insert else (original, reference_probability)
+            for point, value in ((switched == 0, start_p), (switched == n_pixels, end_p)):
+                curves[:, point] = value[:, None]
+            points = points[(switched > 0) & (switched < n_pixels)]
+        for image, index in point_chunks(n_images, len(points), batch_size, images.device):
+            step = points[index]
             moved = (rank[image] < switched[step, None]).view(-1, 1, height, width)
             inputs = torch.where(moved, end_image[image], start_image[image])
             # Softmax in float32 at least: half-precision logits would round small probabilities.
             logits = classify(inputs).float()
-            probabilities.append(logits.softmax(1).gather(1, targets[image].view(-1, 1))[:, 0])
-    if not probabilities:  # an empty batch
-        return images.new_zeros(0, n_points, dtype=torch.float32)
-    return torch.cat(probabilities).view(n_images, n_points)
+            curves[image, step] = logits.softmax(1).gather(1, targets[image].view(-1, 1))[:, 0]
+    return curves
 
 
 # ---------------------------------------------------------------------------- infidelity / sensitivity
@@ -209,7 +211,9 @@ def infidelity_score(
         attributions = attributions.unsqueeze(1)
     _check_shapes(images, targets, attributions[:, 0])
     if attributions.shape[1] not in (1, images.shape[1]):
-        raise ValueError(f"attributions must be (B, H, W), (B, 1, H, W) or {tuple(images.shape)}; got {tuple(attributions.shape)}.")
+        raise ValueError(
+            f"attributions must be (B, H, W), (B, 1, H, W) or {tuple(images.shape)}; got {tuple(attributions.shape)}."
+        )
     attributions = attributions.expand_as(images).contiguous()
     generator = _generator(images.device, seed)
 

@@ -24,9 +24,10 @@ from torch import Tensor, nn
 
 from xai_lightning.explain.base import Explainer, create_explainer
 from xai_lightning.explain.engine import explain_batch
-from xai_lightning.metrics.agreement import top_fraction_iou
+from xai_lightning.metrics.agreement import TOP_FRACTION, top_fraction_iou
 
 __all__ = [
+    "SANITY_THRESHOLD",
     "MethodSpec",
     "cascading_randomization",
     "default_randomization_layers",
@@ -109,10 +110,14 @@ def _builder(display: str, spec: MethodSpec) -> Callable[[nn.Module, int], Expla
     if spec is None or isinstance(spec, Mapping):
         options = dict(spec or {})
         method = options.pop("method", display)
-        return lambda model, seed: create_explainer(method, model, seed=options.get("seed", seed), **_without_seed(options))
+        return lambda model, seed: create_explainer(
+            method, model, seed=options.get("seed", seed), **_without_seed(options)
+        )
     if callable(spec):
         return spec
-    raise TypeError(f"method '{display}': expected a name, an options mapping, an Explainer or a factory; got {spec!r}.")
+    raise TypeError(
+        f"method '{display}': expected a name, an options mapping, an Explainer or a factory; got {spec!r}."
+    )
 
 
 def _without_seed(options: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +191,7 @@ def cascading_randomization(
     targets: Tensor,
     layers: Sequence[str] | None = None,
     seed: int = 0,
+    intact: Mapping[str, Tensor] | None = None,
 ) -> pd.DataFrame:
     """Cascading model-parameter randomisation (Adebayo et al., 2018): how much each map depends on the weights.
 
@@ -206,6 +212,8 @@ def cascading_randomization(
             :func:`default_randomization_layers`.
         seed: seeds the re-initialisation (step ``s`` uses ``seed * 1_000_003 + s``) and the
             stochastic methods (unless a spec brings its own seed).
+        intact: the methods' maps of ``images`` on the intact model, when the caller has them already
+            (computed with the same seed); step 0 then explains nothing.
 
     Returns:
         A tidy frame with columns ``method, step, layer, image, spearman``. Step 0 (layer
@@ -227,10 +235,13 @@ def cascading_randomization(
     def record(step: int, layer: str, maps: Mapping[str, Tensor]) -> None:
         for name in builders:
             rho = spearman(original[name], maps[name]).cpu().tolist()
-            rows.extend({"method": name, "step": step, "layer": layer, "image": i, "spearman": r} for i, r in enumerate(rho))
+            rows.extend(
+                {"method": name, "step": step, "layer": layer, "image": i, "spearman": r} for i, r in enumerate(rho)
+            )
 
     rows: list[dict[str, Any]] = []
-    original = _explain_all(builders, seeds, work, images, targets)
+    known = intact is not None and all(name in intact for name in builders)
+    original = dict(intact) if known else _explain_all(builders, seeds, work, images, targets)
     record(0, "original", original)
     for step, layer in enumerate(layers, start=1):
         randomize_layer(work.get_submodule(layer), seed=seed * 1_000_003 + step)
@@ -238,7 +249,11 @@ def cascading_randomization(
     return pd.DataFrame(rows, columns=["method", "step", "layer", "image", "spearman"])
 
 
-def sanity_verdict(frame: pd.DataFrame, threshold: float = 0.5, absolute: bool = True) -> pd.DataFrame:
+#: A method fails the randomisation check when its mean |ρ| after all layers exceeds this (Adebayo et al.).
+SANITY_THRESHOLD = 0.5
+
+
+def sanity_verdict(frame: pd.DataFrame, threshold: float = SANITY_THRESHOLD, absolute: bool = True) -> pd.DataFrame:
     """Which methods fail the randomisation check: mean correlation after randomising every layer > ``threshold``.
 
     Read from the last step of :func:`cascading_randomization`'s frame. By default the mean is of
@@ -272,7 +287,8 @@ def stability(
     images: Tensor,
     targets: Tensor,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    fraction: float = 0.1,
+    fraction: float = TOP_FRACTION,
+    first: Tensor | None = None,
 ) -> pd.DataFrame:
     """Run-to-run stability: the same images explained once per seed, compared pairwise.
 
@@ -288,7 +304,8 @@ def stability(
         images: (B, 3, H, W) images.
         targets: (B,) classes explained.
         seeds: one run per seed (at least two, distinct).
-        fraction: share of pixels for the top-fraction IoU (docs/metrics.md: 0.1).
+        fraction: share of pixels for the top-fraction IoU (default ``TOP_FRACTION``, 10 %).
+        first: the maps of the run with ``seeds[0]``, when the caller has them already.
 
     Returns:
         A frame with one row per image: ``method, image, spearman, iou, runs``.
@@ -301,10 +318,10 @@ def stability(
         display = method.get("method")
     build = _builder(display or "method", method)
     runs = []
-    for seed in seeds:
+    for index, seed in enumerate(seeds):
         explainer = build(model, seed)
         display = display or explainer.name
-        runs.append(explainer.explain(images, targets))
+        runs.append(first if index == 0 and first is not None else explainer.explain(images, targets))
     pairs = list(combinations(range(len(runs)), 2))
     rho = torch.stack([spearman(runs[i], runs[j]) for i, j in pairs]).mean(dim=0)
     iou = torch.stack([top_fraction_iou(runs[i], runs[j], fraction) for i, j in pairs]).mean(dim=0)

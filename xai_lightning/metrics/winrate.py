@@ -3,7 +3,7 @@
 The functional ``win_credit`` scores one batch; ``WinRate`` accumulates it per defect class, DDP-synced.
 
 Per image (non-empty mask, finite TKO for every method) the winners are the
-methods whose TKO is within ``atol`` (1e-9) of the best; each winner gets
+methods whose TKO is within ``atol`` (``TIE_TOLERANCE``, 1e-9) of the best; each winner gets
 ``1 / #winners``, the others 0. ``win_rate(m) = sum(credit(m)) / N_images``, so
 the rates of the compared methods sum to 1. Nothing depends on the order in
 which the methods are listed (argsort-based ranking hands every tie to the
@@ -18,13 +18,15 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from xai_lightning.metrics.names import OVERALL, TIE_TOLERANCE
+
 __all__ = ["win_credit", "win_rate", "WinRate"]
 
 # Keys that compute() uses itself; a class may not take one of these names.
-RESERVED_KEYS = frozenset({"overall", "n_images", "n_excluded"})
+RESERVED_KEYS = frozenset({OVERALL, "n_images", "n_excluded"})
 
 
-def win_credit(tko: Tensor, atol: float = 1e-9) -> Tensor:
+def win_credit(tko: Tensor, atol: float = TIE_TOLERANCE) -> Tensor:
     """Credit of each method on each image.
 
     Args:
@@ -55,7 +57,7 @@ def win_credit(tko: Tensor, atol: float = 1e-9) -> Tensor:
     return credit.masked_fill(excluded, float("nan"))
 
 
-def win_rate(tko: Tensor, method_names: Sequence[str], atol: float = 1e-9) -> tuple[dict[str, float], int]:
+def win_rate(tko: Tensor, method_names: Sequence[str], atol: float = TIE_TOLERANCE) -> tuple[dict[str, float], int]:
     """Win-rate of each method over a set of images, on the host.
 
     A convenience for scripts and notebooks (it copies the result to the CPU);
@@ -97,7 +99,7 @@ def resolve_class_names(num_classes: int | None, class_names: Sequence[str] | No
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         names = [f"class_{i}" for i in range(num_classes)]
     else:
-        return ["overall"], False
+        return [OVERALL], False
     if len(set(names)) != len(names):
         raise ValueError(f"class_names must be unique, got {names}")
     clash = RESERVED_KEYS.intersection(names)
@@ -156,7 +158,7 @@ class WinRate(Metric):
         method_names: Sequence[str],
         class_names: Sequence[str] | None = None,
         num_classes: int | None = None,
-        atol: float = 1e-9,
+        atol: float = TIE_TOLERANCE,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -195,7 +197,7 @@ class WinRate(Metric):
             values = credit / count.to(credit.dtype)  # 0/0 gives NaN for a class without images
             return dict(zip(self.method_names, values.unbind(0)))
 
-        result: dict = {"overall": rates(self.credit_sum.sum(dim=0), self.n_included.sum())}
+        result: dict = {OVERALL: rates(self.credit_sum.sum(dim=0), self.n_included.sum())}
         if self.per_class:
             for i, name in enumerate(self.class_names):
                 result[name] = rates(self.credit_sum[i], self.n_included[i])

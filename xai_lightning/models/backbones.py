@@ -1,19 +1,15 @@
-"""Registry of torchvision backbones: each one an encoder, its feature sizes and the layer a CAM hooks.
+"""Registry of torchvision backbones, filled at import: each an encoder in named stages and the layer a CAM hooks.
 
-``create_backbone("resnet18", pretrained=True)`` builds one by name; ``list_backbones("resnet*")``
-filters names, as timm's registry does. Pretrained weights come from torchvision's weights API.
-
-Every encoder outputs (B, C, h, w) feature maps, CNNs and the vision transformer alike: the ViT's
-last stage reshapes its patch tokens into a grid, so the classifier, the segmentation decoder and
-every layer CAM in :mod:`xai_lightning.explain` treat it like any convolutional stage.
+``create_backbone("resnet18", pretrained=True)`` builds one by name; ``list_backbones("resnet*")`` filters names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.error import URLError
 
@@ -54,21 +50,66 @@ class Backbone:
         return skip.shape[1], x.shape[1]
 
 
-_REGISTRY: dict[str, Callable[[nn.Module], Backbone]] = {}
+#: What a registry entry does: turn the torchvision model of the same name into a :class:`Backbone`.
+BackboneBuilder = Callable[[nn.Module], Backbone]
+
+_REGISTRY: dict[str, BackboneBuilder] = {}
 
 
-def register_backbone(name: str) -> Callable:
-    """Decorator: register a function that turns a torchvision model into a :class:`Backbone`."""
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator: register a function that turns the torchvision model ``name`` into a :class:`Backbone`.
 
-    def wrap(fn: Callable[[nn.Module], Backbone]) -> Callable[[nn.Module], Backbone]:
+    ``create_backbone(name)`` builds torchvision's ``name`` and hands it to the function, so ``name``
+    must be a torchvision model name. A name is registered once: registering it again is a
+    ValueError, never a silent replacement; for a while only (a test), use :func:`registered_backbones`.
+    """
+
+    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"Backbone '{name}' is registered twice.")
         _REGISTRY[name] = fn
         return fn
 
     return wrap
 
 
+def unregister_backbone(name: str) -> BackboneBuilder:
+    """Remove ``name`` from the registry and return its function (a ValueError when it is not registered)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Backbone '{name}' is not registered.")
+    return _REGISTRY.pop(name)
+
+
+@contextlib.contextmanager
+def registered_backbones(**builders: BackboneBuilder) -> Iterator[None]:
+    """Register ``name=function`` pairs for the duration of the block, then remove them, even when it raises.
+
+    The scope for test doubles: the registry is left as it was found; names follow the rule of
+    :func:`register_backbone` (a name taken already is a ValueError).
+
+    >>> with registered_backbones(resnet152=_resnet):
+    ...     list_backbones("resnet15*")
+    ['resnet152']
+    >>> list_backbones("resnet15*")
+    []
+    """
+    added: list[str] = []
+    try:
+        for name, fn in builders.items():
+            register_backbone(name)(fn)
+            added.append(name)
+        yield
+    finally:
+        for name in reversed(added):
+            _REGISTRY.pop(name, None)
+
+
 def list_backbones(pattern: str = "*") -> list[str]:
-    """Registered backbone names matching a shell-style ``pattern``."""
+    """Registered backbone names matching a shell-style ``pattern``, sorted.
+
+    >>> list_backbones("resnet*")
+    ['resnet101', 'resnet18', 'resnet34', 'resnet50']
+    """
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
@@ -134,6 +175,9 @@ def _efficientnet_b0(model: nn.Module) -> Backbone:
 
 
 # ---------------------------------------------------------------------------- vision transformer
+# Every encoder outputs (B, C, h, w) feature maps, the vision transformer too: its last stage reshapes
+# the patch tokens into a grid, so the classifier, the segmentation decoder and every layer CAM in
+# xai_lightning.explain treat it like any convolutional stage.
 class PatchEmbedding(nn.Module):
     """ViT stage 1: image → (B, 1 + N, D) tokens (class token, then patches in row-major order).
 

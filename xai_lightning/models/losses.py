@@ -32,7 +32,7 @@ def multitask_loss(
     >>> logits, labels = torch.zeros(2, 5), torch.tensor([0, 3])
     >>> mask_logits, masks = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
     >>> round(multitask_loss(logits, mask_logits, labels, masks, 0.5).loss.item(), 4)  # ln 5 + 0.5 ln 2
-    1.9560
+    1.956
     """
     ce = F.cross_entropy(logits, labels, weight=class_weights)
     bce = F.binary_cross_entropy_with_logits(mask_logits, masks)

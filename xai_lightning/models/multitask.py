@@ -15,12 +15,13 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
+from xai_lightning.data.classes import HAZELNUT_CLASSES
 from xai_lightning.data.dataset import Sample
+from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
 from xai_lightning.models.backbones import create_backbone
 from xai_lightning.models.losses import multitask_loss
 
-HAZELNUT_CLASSES = ["crack", "cut", "good", "hole", "print"]
 
 
 class MultiTaskOutput(NamedTuple):
@@ -108,7 +109,7 @@ class MultiTaskClassifier(pl.LightningModule):
             "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         )
         # "train" cannot be a ModuleDict key (it shadows nn.Module.train), hence the suffix.
-        self.split_metrics = nn.ModuleDict({f"{split}_metrics": self.make_metrics() for split in ("train", "val", "test")})
+        self.split_metrics = nn.ModuleDict({f"{split}_metrics": self.make_metrics() for split in SPLITS})
 
     @property
     def num_classes(self) -> int:

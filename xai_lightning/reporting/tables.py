@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from xai_lightning.reporting.aggregate import mean_std_label
+from xai_lightning.data.splits import SPLITS
+from xai_lightning.metrics.names import OVERALL
+from xai_lightning.reporting.seeds import MISSING, mean_std_label
 
-__all__ = ["SPLIT_ORDER", "mean_std_table", "seeds_note", "write_table", "to_markdown", "to_latex", "latex_escape"]
-
-SPLIT_ORDER = ("train", "val", "test")
-MISSING = "—"
+__all__ = ["mean_std_table", "seeds_note", "write_table", "to_markdown", "to_latex", "latex_escape"]
 
 # One pass over the text, so the backslash of an inserted command is never escaped again.
 _LATEX_SPECIALS = {
@@ -49,12 +48,12 @@ def latex_escape(text: str) -> str:
 
 
 def _order_key(column: str, order: Mapping[str, Sequence[str]] | None, overall_name: str):
-    """Sort key for the values of one key column: given order, else splits train/val/test and "overall" first."""
+    """Sort key for the values of one key column: given order, else splits in ``SPLITS`` order and "overall" first."""
     given = list(order.get(column, ())) if order else []
     if given:
         rank = {v: i for i, v in enumerate(given)}
     elif column == "split":
-        rank = {v: i for i, v in enumerate(SPLIT_ORDER)}
+        rank = {v: i for i, v in enumerate(SPLITS)}
     elif column == "class":
         rank = {overall_name: 0}
     else:
@@ -86,7 +85,7 @@ def mean_std_table(
     columns: str | Sequence[str],
     digits: int = 3,
     order: Mapping[str, Sequence[str]] | None = None,
-    overall_name: str = "overall",
+    overall_name: str = OVERALL,
 ) -> pd.DataFrame:
     """Pivot of "mean ± std" labels from ``across_seeds`` output.
 
