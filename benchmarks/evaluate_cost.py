@@ -61,9 +61,20 @@ def experiment(workdir: Path, seeds: int) -> Path:
         return exp
     overlay = workdir / "overlay.yaml"
     overlay.write_text(OVERLAY)
-    command = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/quickstart.yaml"),
-               "--config", str(overlay), "--experiment_dir", str(exp), "--data.root", str(workdir / "data"),
-               "--seeds", f"0-{seeds - 1}"]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        "--config",
+        str(overlay),
+        "--experiment_dir",
+        str(exp),
+        "--data.root",
+        str(workdir / "data"),
+        "--seeds",
+        f"0-{seeds - 1}",
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     return exp
 
@@ -73,7 +84,9 @@ def previous_release(revision: str, workdir: Path) -> Path:
     target = workdir / f"release-{revision}"
     if not (target / "xai_lightning").is_dir():
         target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", revision, "xai_lightning"], cwd=REPO, check=True, capture_output=True)
+        archive = subprocess.run(
+            ["git", "archive", revision, "xai_lightning"], cwd=REPO, check=True, capture_output=True
+        )
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
 
@@ -84,6 +97,16 @@ def time_evaluate(source: Path, arguments: list[str]) -> float:
         raise RuntimeError(f"evaluate from {source} failed:\n{done.stderr[-3000:]}")
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("EVALUATE_SECONDS")]
     return float(line.split()[1])
+
+
+def no_grad(fn, *args):
+    """``fn(*args)`` without building a graph: a plain forward pass."""
+
+    def run():
+        with torch.no_grad():
+            return fn(*args)
+
+    return run
 
 
 def floor_seconds(exp: Path, settings: argparse.Namespace) -> tuple[float, dict[str, float]]:
@@ -100,10 +123,8 @@ def floor_seconds(exp: Path, settings: argparse.Namespace) -> tuple[float, dict[
     model, data = loaded.model, loaded.data
     images = torch.stack([data.dataset("test")[i]["image"] for i in range(8)])
     targets = torch.zeros(8, dtype=torch.long)
-    with torch.no_grad():
-        unit = interleaved_medians(
-            {"fb": forward_backward(model, images, targets), "f": lambda: model.classify(images),
-             "full": lambda: model(images)}, repeats=7)
+    passes = {"fb": forward_backward(model, images, targets), "f": no_grad(model.classify, images)}
+    unit = interleaved_medians({**passes, "full": no_grad(model, images)}, repeats=7)
     fb, f, full = (unit[k] / len(images) for k in ("fb", "f", "full"))
     explainers = build_explainers(configured_methods(runs[0]), model)
     size = tuple(images.shape[-2:])
@@ -132,7 +153,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--previous", default="836be03", help="git revision of the previous release")
     parser.add_argument("--xai-splits", nargs="+", default=["test"])
-    parser.add_argument("--max-images-per-class", type=int, default=8)
+    parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every defect image")
     parser.add_argument("--faithfulness-steps", type=int, default=5)
     parser.add_argument("--check-images-per-class", type=int, default=2)
     parser.add_argument("--robustness-samples", type=int, default=3)
@@ -140,24 +161,39 @@ def main() -> None:
     settings = parser.parse_args()
     settings.workdir.mkdir(parents=True, exist_ok=True)
     exp = experiment(settings.workdir, settings.seeds)
-    arguments = [str(exp), "--no-wandb", "--bootstrap", "1000", "--xai-splits", *settings.xai_splits,
-                 "--max-images-per-class", str(settings.max_images_per_class),
-                 "--faithfulness-steps", str(settings.faithfulness_steps),
-                 "--check-images-per-class", str(settings.check_images_per_class),
-                 "--robustness-samples", str(settings.robustness_samples),
-                 "--stability-runs", str(settings.stability_runs)]
-    sources = {"this version": REPO, f"release {settings.previous}": previous_release(settings.previous, settings.workdir)}
+    arguments = [
+        str(exp),
+        "--no-wandb",
+        "--bootstrap",
+        "1000",
+        "--xai-splits",
+        *settings.xai_splits,
+        *(["--max-images-per-class", str(settings.max_images_per_class)] if settings.max_images_per_class else []),
+        "--faithfulness-steps",
+        str(settings.faithfulness_steps),
+        "--check-images-per-class",
+        str(settings.check_images_per_class),
+        "--robustness-samples",
+        str(settings.robustness_samples),
+        "--stability-runs",
+        str(settings.stability_runs),
+    ]
+    sources = {
+        "this version": REPO,
+        f"release {settings.previous}": previous_release(settings.previous, settings.workdir),
+    }
+    floor, parts = floor_seconds(exp, settings)
+    print("floor parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
     times: dict[str, list[float]] = {name: [] for name in sources}
     for _ in range(settings.repeats):
         for name, source in sources.items():
             out = settings.workdir / f"evaluation-{name.split()[-1]}"
             times[name].append(time_evaluate(source, [*arguments, "--out", str(out)]))
+            print(f"{name}: {times[name][-1]:.1f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    floor, parts = floor_seconds(exp, settings)
     ours, previous = medians["this version"], medians[f"release {settings.previous}"]
     print(f"# evaluate.py on {settings.seeds} seeds of the quickstart experiment — {machine()}")
     print(f"settings: {' '.join(arguments[1:])}")
-    print("floor parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
     print(f"| version | median s | × floor ({floor:.1f} s) |")
     print("| --- | --- | --- |")
     for name, seconds in medians.items():

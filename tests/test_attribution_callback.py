@@ -339,7 +339,7 @@ def _validate_small(smoke_root, tmp_path, **options) -> tuple:
 
 
 def test_faithfulness_areas_are_logged_per_method_and_class_on_request(smoke_root, tmp_path):
-    methods = ["saliency"]  # every method costs the same 2 · (steps + 1) forward passes per image
+    methods = ["saliency"]  # every method costs the same 2 · (steps − 1) forward passes per image
     callback, trainer, model, metrics = _validate_small(
         smoke_root, tmp_path, methods=methods, faithfulness_steps=4, faithfulness_baseline="mean"
     )

@@ -126,6 +126,22 @@ def test_batched_curves_equal_per_image_curves_for_any_chunk(tiny: TinyCNN, curv
         torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("curve", [deletion_curve, insertion_curve])
+@pytest.mark.parametrize("steps", [1, 4])
+def test_curves_from_given_endpoints_equal_curves_that_compute_them(tiny: TinyCNN, curve, steps: int) -> None:
+    # The attribution pass computes the two ends once per batch and hands them to every method's curves.
+    images, targets, maps = _batch(batch=4)
+    with torch.no_grad():
+        ends = tuple(
+            tiny.classify(x).softmax(1).gather(1, targets[:, None])[:, 0] for x in (images, curve_baseline(images))
+        )
+    computed = curve(tiny.classify, images, targets, maps, steps=steps)
+    given = curve(tiny.classify, images, targets, maps, steps=steps, endpoints=ends)
+    torch.testing.assert_close(given, computed, rtol=1e-5, atol=1e-6)
+    first, last = (ends[1], ends[0]) if curve is insertion_curve else ends
+    assert torch.equal(given[:, 0], first) and torch.equal(given[:, -1], last)
+
+
 def test_ties_are_broken_in_row_major_order() -> None:
     # A model that sees only the top-left pixel: with a constant map it is deleted first.
     region = torch.zeros(SIZE, SIZE)

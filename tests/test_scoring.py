@@ -14,8 +14,14 @@ from xai_lightning.errors import ConfigError
 from xai_lightning.scoring import SCORING_FILE, ScoringConfig
 
 #: Non-default scoring in every option evaluation must read back from the run.
-SCORING = {"top_k": 0.05, "pointing_tolerance": 3, "pointing_ties": "any", "faithfulness_steps": 3,
-           "faithfulness_baseline": "mean", "seed": 4}
+SCORING = {
+    "top_k": 0.05,
+    "pointing_tolerance": 3,
+    "pointing_ties": "any",
+    "faithfulness_steps": 3,
+    "faithfulness_baseline": "mean",
+    "seed": 4,
+}
 METHODS = ["gradcam", "saliency", "segmentation_head", "random"]
 
 
@@ -26,6 +32,8 @@ def test_scoring_config_round_trips_through_its_file_and_names_bad_options(tmp_p
     assert ScoringConfig.read(tmp_path / "missing") is None
     assert config.differences(ScoringConfig()) == {k: (v, getattr(ScoringConfig(), k)) for k, v in SCORING.items()}
     assert "deletion_auc" in config.metrics and "deletion_auc" not in ScoringConfig().metrics
+    # K = 1 (one pixel) and K = 1.0 (every pixel) are different settings although 1 == 1.0.
+    assert ScoringConfig(top_k=1).differences(ScoringConfig(top_k=1.0)) == {"top_k": (1, 1.0)}
     with pytest.raises(ConfigError, match=r"`where.top_k` is 2.0"):
         ScoringConfig.named("where", top_k=2.0)
     with pytest.raises(ConfigError, match=r"`where.pointing_ties` is 'first'"):
@@ -44,13 +52,33 @@ def scored_run(smoke_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scored")
     args = {"methods": METHODS, "max_images_per_class": 2, "log_images": 0, **SCORING}
     overlay = tmp / "scoring.yaml"
-    overlay.write_text(yaml.safe_dump(
-        {"trainer": {"callbacks": [{"class_path": "xai_lightning.callbacks.AttributionCallback", "init_args": args}]}}
-    ))
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [{"class_path": "xai_lightning.callbacks.AttributionCallback", "init_args": args}]
+                }
+            }
+        )
+    )
     main(smoke_args(smoke_root, tmp / "exp", "--config", str(overlay), "--trainer.max_epochs", "1"))
     out = tmp / "evaluation"
-    evaluate([str(tmp / "exp"), "--out", str(out), "--xai-splits", "test", "--max-images-per-class", "2",
-              "--check-images-per-class", "0", "--bootstrap", "50", "--no-wandb"])
+    evaluate(
+        [
+            str(tmp / "exp"),
+            "--out",
+            str(out),
+            "--xai-splits",
+            "test",
+            "--max-images-per-class",
+            "2",
+            "--check-images-per-class",
+            "0",
+            "--bootstrap",
+            "50",
+            "--no-wandb",
+        ]
+    )
     return tmp / "exp" / "seed0", out
 
 
@@ -87,15 +115,37 @@ def test_an_override_is_used_and_named_in_the_report(scored_run, tmp_path):
     from xai_lightning.evaluate import main as evaluate
 
     run_dir, _ = scored_run
-    evaluate([str(run_dir), "--out", str(tmp_path), "--xai-splits", "test", "--max-images-per-class", "1",
-              "--check-images-per-class", "0", "--faithfulness-steps", "0", "--top-k", "20", "--bootstrap", "20",
-              "--no-wandb", "--methods", "saliency", "random"])
+    evaluate(
+        [
+            str(run_dir),
+            "--out",
+            str(tmp_path),
+            "--xai-splits",
+            "test",
+            "--max-images-per-class",
+            "1",
+            "--check-images-per-class",
+            "0",
+            "--faithfulness-steps",
+            "0",
+            "--top-k",
+            "20",
+            "--bootstrap",
+            "20",
+            "--no-wandb",
+            "--methods",
+            "saliency",
+            "random",
+        ]
+    )
     report = (tmp_path / "report.md").read_text()
     assert "`top_k` 0.05 in training, 20 here" in report and "`faithfulness_steps` 3 in training, 0 here" in report
     scoring = pd.read_csv(tmp_path / "scoring.csv")
     assert scoring.loc[0, "top_k"] == 20 and scoring.loc[0, "pointing_tolerance"] == 3
     per_image = pd.read_parquet(tmp_path / "per_image.parquet")
     assert "deletion_auc" not in set(per_image["metric"])
-    with pytest.raises(ConfigError, match="--top-k"):
-        evaluate([str(run_dir), "--out", str(tmp_path), "--top-k", "1.5", "--no-wandb"])
+    for bad, flag in ((["--top-k", "1.5"], "--top-k"), (["--faithfulness-steps", "-1"], "--faithfulness-steps"),
+                      (["--batch-size", "0"], "--batch-size")):
+        with pytest.raises(ConfigError, match=flag):  # before any run is loaded
+            evaluate([str(tmp_path / "no-such-experiment"), "--out", str(tmp_path), *bad, "--no-wandb"])
     assert not math.isnan(per_image.query("metric == 'tko'")["value"].mean())

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from xai_lightning.explain import build_explainers
+from xai_lightning.explain import Explainer, build_explainers
 from xai_lightning.explain.engine import BatchExplanation, explain_batch
 from xai_lightning.metrics import (
     cascading_randomization,
@@ -33,7 +33,7 @@ from xai_lightning.metrics import (
     stability,
 )
 from xai_lightning.runs import LoadedRun, Run, as_loaded
-from xai_lightning.scoring import select_images
+
 
 @dataclass
 class CheckSettings:
@@ -104,34 +104,40 @@ def check_run(
     if settings.images_per_class == 0:
         return RunChecks()
     loaded = as_loaded(run, checkpoint)
-    model, data, run = loaded.model, loaded.data, loaded.run
-    frame = data.frame(split)
-    positions = select_images(frame, settings.images_per_class, seed=seed)
-    if not positions:
+    sample = loaded.sample(split, settings.images_per_class, seed)
+    if sample is None:
         return RunChecks()
-    subset = torch.utils.data.Subset(data.dataset(split), positions)
-    batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
-    images, labels = batch["image"], batch["label"]
-    ids = pd.DataFrame(
-        {
-            "image": range(len(positions)),
-            "image_id": frame.loc[batch["index"].tolist(), "image_id"].tolist(),
-            "class": [model.class_names[i] for i in labels.tolist()],
-        }
+    batch, image_ids = sample
+    labels = batch["label"]
+    checks = _CheckSet(
+        model=loaded.model,
+        methods=methods,
+        explainers=build_explainers(methods, loaded.model, seed),
+        images=batch["image"],
+        labels=labels,
+        ids=pd.DataFrame(
+            {
+                "image": range(len(image_ids)),
+                "image_id": image_ids,
+                "class": [loaded.class_names[i] for i in labels.tolist()],
+            }
+        ),
+        settings=settings,
+        seed=seed,
+        where=f"{loaded.run.name} {split} checks",
+        known=_stacked(known_maps, image_ids, methods),
     )
-    where = f"{run.name} {split} checks"
-    known = _stacked(known_maps, ids["image_id"].tolist(), methods)
     tables = RunChecks()
     if settings.robustness_samples:
-        tables.per_image = _robustness(model, methods, images, labels, ids, settings, seed, where, known)
+        tables.per_image = _robustness(checks)
     if settings.randomization:
-        tables.randomization = _randomization(model, methods, images, labels, ids, settings, seed, where, known)
+        tables.randomization = _randomization(checks)
     if settings.stability_runs > 1:
-        tables.stability = _stability(model, methods, images, labels, ids, settings, seed, where, known)
+        tables.stability = _stability(checks)
     labels_ = {
-        "experiment": experiment or run.path.parent.name,
-        "run": run.name,
-        "seed": run.seed,
+        "experiment": experiment or loaded.run.path.parent.name,
+        "run": loaded.run.name,
+        "seed": loaded.run.seed,
         "split": split,
     }
     for name in ("per_image", "randomization", "stability"):
@@ -141,6 +147,23 @@ def check_run(
     return tables
 
 
+@dataclass
+class _CheckSet:
+    """The check images of one run, with everything each check needs about them."""
+
+    model: torch.nn.Module
+    methods: dict[str, dict]
+    explainers: dict[str, Explainer]
+    images: Tensor
+    labels: Tensor
+    ids: pd.DataFrame
+    settings: CheckSettings
+    seed: int
+    where: str
+    #: ``{method: (N, H, W)}`` maps of the intact model, when an evaluation computed them already.
+    known: dict[str, Tensor] | None
+
+
 def _stacked(known_maps, image_ids: list[str], methods) -> dict[str, Tensor] | None:
     """``{method: (N, H, W)}`` of the check images in order, or None when ``known_maps`` does not cover them all."""
     if not known_maps or not all(i in known_maps and set(methods) <= set(known_maps[i]) for i in image_ids):
@@ -148,23 +171,19 @@ def _stacked(known_maps, image_ids: list[str], methods) -> dict[str, Tensor] | N
     return {method: torch.stack([known_maps[i][method] for i in image_ids]) for method in methods}
 
 
-def _robustness(
-    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
-) -> pd.DataFrame:
+def _robustness(checks: _CheckSet) -> pd.DataFrame:
     """Infidelity and max-sensitivity of each method, in the per-image table's long shape."""
-    explainers = build_explainers(methods, model, seed)
-    rows = []
-    for start in range(0, len(images), settings.batch_size):
+    settings, model, rows = checks.settings, checks.model, []
+    for start in range(0, len(checks.images), settings.batch_size):
         chunk = slice(start, start + settings.batch_size)
-        x, y = images[chunk], labels[chunk]
-        if known is not None:
-            explained = BatchExplanation(maps={name: maps[chunk] for name, maps in known.items()})
+        x, y = checks.images[chunk], checks.labels[chunk]
+        if checks.known is not None:
+            explained = BatchExplanation(maps={name: maps[chunk] for name, maps in checks.known.items()})
         else:
-            explained = explain_batch(explainers, x, y)
+            explained = explain_batch(checks.explainers, x, y)
         for display, error in explained.errors.items():
             warnings.warn(
-                f"{where}: {display} failed and is left out of the robustness check: {error!r}",
-                stacklevel=2,
+                f"{checks.where}: {display} failed and is left out of the robustness check: {error!r}", stacklevel=2
             )
         for display, maps in explained.maps.items():
             metrics = {
@@ -173,7 +192,7 @@ def _robustness(
                 ),
                 "max_sensitivity": partial(
                     max_sensitivity_score,
-                    explainers[display],
+                    checks.explainers[display],
                     x,
                     y,
                     settings.perturb_radius,
@@ -182,12 +201,12 @@ def _robustness(
             }
             for metric, score in metrics.items():
                 try:
-                    values = score(seed=seed)
+                    values = score(seed=checks.seed)
                 except Exception as error:  # noqa: BLE001 (one method's failure must not stop the others)
-                    warnings.warn(f"{where}: {metric} of {display} failed: {error!r}", stacklevel=2)
+                    warnings.warn(f"{checks.where}: {metric} of {display} failed: {error!r}", stacklevel=2)
                     continue
                 # The per-image table's long shape, as explain_run writes it (target = the class explained).
-                scored = ids.iloc[chunk][["image_id", "class"]]
+                scored = checks.ids.iloc[chunk][["image_id", "class"]]
                 rows.append(
                     scored.assign(
                         target=scored["class"], method=display, metric=metric, value=values.double().cpu().numpy()
@@ -196,52 +215,52 @@ def _robustness(
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def _randomization(
-    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
-) -> pd.DataFrame:
+def _randomization(checks: _CheckSet) -> pd.DataFrame:
     """Cascading randomisation of every method; a method that fails is retried alone, then left out."""
+    run = partial(
+        cascading_randomization,
+        checks.model,
+        images=checks.images,
+        targets=checks.labels,
+        seed=checks.seed,
+        intact=checks.known,
+    )
     try:
-        table = cascading_randomization(model, methods, images, labels, seed=seed, intact=known)
+        table = run(checks.methods)
     except Exception as error:  # noqa: BLE001
         # One failing method fails the joint call; run the methods one by one so only it is lost.
         warnings.warn(
-            f"{where}: randomisation of all methods together failed ({error!r}); retrying one by one",
+            f"{checks.where}: randomisation of all methods together failed ({error!r}); retrying one by one",
             stacklevel=2,
         )
         parts = []
-        for display, spec in methods.items():
+        for display, spec in checks.methods.items():
             try:
-                single = cascading_randomization(model, {display: spec}, images, labels, seed=seed, intact=known)
-                parts.append(single)
+                parts.append(run({display: spec}))
             except Exception as single:  # noqa: BLE001
                 warnings.warn(
-                    f"{where}: {display} is left out of the randomisation check: {single!r}",
-                    stacklevel=2,
+                    f"{checks.where}: {display} is left out of the randomisation check: {single!r}", stacklevel=2
                 )
         if not parts:
             return pd.DataFrame()
         table = pd.concat(parts, ignore_index=True)
-    return table.merge(ids, on="image").drop(columns="image")
+    return table.merge(checks.ids, on="image").drop(columns="image")
 
 
-def _stability(
-    model, methods, images, labels, ids, settings: CheckSettings, seed: int, where: str, known: dict | None
-) -> pd.DataFrame:
+def _stability(checks: _CheckSet) -> pd.DataFrame:
     """Run-to-run stability of the stochastic methods (deterministic ones are 1 by construction)."""
-    explainers = build_explainers(methods, model, seed)
-    seeds = [seed + r for r in range(settings.stability_runs)]
+    seeds = [checks.seed + r for r in range(checks.settings.stability_runs)]
     parts = []
-    for display, explainer in explainers.items():
+    for display, explainer in checks.explainers.items():
         if not explainer.stochastic:
             continue
         try:
-            first = None if known is None else known[display]
-            table = stability(methods[display], model, images, labels, seeds=seeds, first=first)
-        except Exception as error:
-            warnings.warn(
-                f"{where}: {display} is left out of the stability check: {error!r}",
-                stacklevel=2,
+            first = None if checks.known is None else checks.known[display]
+            table = stability(
+                checks.methods[display], checks.model, checks.images, checks.labels, seeds=seeds, first=first
             )
+        except Exception as error:  # noqa: BLE001
+            warnings.warn(f"{checks.where}: {display} is left out of the stability check: {error!r}", stacklevel=2)
             continue
-        parts.append(table.assign(method=display).merge(ids, on="image").drop(columns="image"))
+        parts.append(table.assign(method=display).merge(checks.ids, on="image").drop(columns="image"))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

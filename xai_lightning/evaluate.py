@@ -20,17 +20,32 @@ from xai_lightning.checks import CheckSettings, check_run
 from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
 from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_maps, explain_run, training_curves
-from xai_lightning.evaluation.settings import configured_methods, methods_for
+from xai_lightning.evaluation.explanations import RunExplanations
+from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
 from xai_lightning.metrics.names import POINTING_TIES
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import LoadedRun, Run, find_runs
+from xai_lightning.metrics.faithfulness import CURVE_BASELINES
 from xai_lightning.scoring import ScoringConfig, select_images
+from xai_lightning.scoring.config import TARGETS
 
-__all__ = ["TABLE_FILES", "configured_methods", "evaluate_run", "example_maps", "explain_run", "main", "training_curves"]
+__all__ = [
+    "TABLE_FILES",
+    "RunExplanations",
+    "configured_methods",
+    "evaluate_run",
+    "example_maps",
+    "explain_run",
+    "main",
+    "training_curves",
+]
 
-#: The seed of the check set's sample and of its explanations (the same images for every run).
+#: The seed of the check set's and the example grid's samples and of their explanations (the same images
+#: for every run).
 CHECK_SEED = 0
+#: Images per class in the report's heatmap grid.
+EXAMPLES_PER_CLASS = 1
 
 #: Where each tidy table of the attribution evaluation is written, relative to the output folder.
 TABLE_FILES = {
@@ -58,38 +73,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first experiment>/evaluation)")
     parser.add_argument(
-        "--methods", nargs="*", default=None,
+        "--methods",
+        nargs="*",
+        default=None,
         help="attribution methods to recompute (default: those each run's AttributionCallback used); none: skip",
     )
     parser.add_argument("--xai-splits", nargs="+", choices=SPLITS, default=["train", "test"])
     parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every image with a mask")
     parser.add_argument("--batch-size", type=int, default=8, help="images explained together (the callback's default)")
     scoring = parser.add_argument_group(
-        "scoring", "default: what each run's AttributionCallback recorded (xai/scoring.json); the report names overrides"
+        "scoring",
+        "default: what each run's AttributionCallback recorded (xai/scoring.json); the report names overrides",
     )
     scoring.add_argument("--top-k", type=_top_k, default=None, help="K of TKO: a pixel count or a fraction of H·W")
     scoring.add_argument("--pointing-tolerance", type=int, default=None, help="pointing-game tolerance in pixels")
     scoring.add_argument("--pointing-ties", choices=POINTING_TIES, default=None)
-    scoring.add_argument("--target", choices=["label", "prediction"], default=None, help="the class explained")
+    scoring.add_argument("--target", choices=TARGETS, default=None, help="the class explained")
     scoring.add_argument("--include-good", action=argparse.BooleanOptionalAction, default=None)
     scoring.add_argument(
-        "--faithfulness-steps", type=int, default=None,
-        help="deletion / insertion curve steps per image and method (0: skip; default: the run's, or 10 when it had none)",
+        "--faithfulness-steps",
+        type=int,
+        default=None,
+        help="deletion / insertion steps per image and method (0: skip; default: the run's, or 10 when it had none)",
     )
-    scoring.add_argument("--faithfulness-baseline", choices=["blur", "mean"], default=None)
+    scoring.add_argument("--faithfulness-baseline", choices=CURVE_BASELINES, default=None)
     checks = parser.add_argument_group(
         "checks", "robustness, randomisation and stability, on a fixed sample of --check-split (they cost many passes)"
     )
     checks.add_argument("--check-images-per-class", type=int, default=2, help="defect images per class (0: no checks)")
     checks.add_argument("--check-split", choices=SPLITS, default=None, help="default: the last of --xai-splits")
     checks.add_argument(
-        "--robustness-samples", type=int, default=5, help="perturbations per image for infidelity and max-sensitivity (0: skip)"
+        "--robustness-samples",
+        type=int,
+        default=5,
+        help="perturbations per image for infidelity and max-sensitivity (0: skip)",
     )
     checks.add_argument(
-        "--randomization", action=argparse.BooleanOptionalAction, default=True,
+        "--randomization",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="cascading model-parameter randomisation (sanity check)",
     )
-    checks.add_argument("--stability-runs", type=int, default=5, help="seeded runs per stochastic method (below 2: skip)")
+    checks.add_argument(
+        "--stability-runs", type=int, default=5, help="seeded runs per stochastic method (below 2: skip)"
+    )
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B summary run")
     return parser
@@ -141,13 +168,24 @@ def evaluate_one(run: Run, experiment: str, args: argparse.Namespace, settings: 
         out.differences[f"{experiment}/{run.name}"] = differences
     ids = {"experiment": experiment, "run": run.name, "seed": run.seed}
     out.tables["scoring"].append(pd.DataFrame([{**ids, **scoring.to_dict()}]))
-    check_split = args.check_split or args.xai_splits[-1]
+    check_split, example_split = args.check_split or args.xai_splits[-1], args.xai_splits[-1]
+    reuse = scoring.target == "label" and scoring.seed == CHECK_SEED
     explained = explain_run(
-        loaded, methods, tuple(args.xai_splits), max_images_per_class=args.max_images_per_class,
-        batch_size=args.batch_size, experiment=experiment, scoring=scoring,
-        keep_maps=check_images(loaded, check_split, settings) if reusable(scoring, check_split, args) else (),
+        loaded,
+        methods,
+        tuple(args.xai_splits),
+        max_images_per_class=args.max_images_per_class,
+        batch_size=args.batch_size,
+        experiment=experiment,
+        scoring=scoring,
+        keep_maps=[
+            *(sampled(loaded, check_split, settings.images_per_class) if reuse else ()),
+            *(sampled(loaded, example_split, EXAMPLES_PER_CLASS) if reuse and not out.examples else ()),
+        ],
     )
-    checked = check_run(loaded, methods, check_split, settings, experiment=experiment, known_maps=explained.maps)
+    checked = check_run(
+        loaded, methods, check_split, settings, seed=CHECK_SEED, experiment=experiment, known_maps=explained.maps
+    )
     backbone = (run.config.get("model") or {}).get("backbone")
     out.tables["per_image"] += [explained.per_image, checked.per_image.assign(backbone=backbone)]
     out.tables["faithfulness_curves"].append(explained.curves)
@@ -155,18 +193,21 @@ def evaluate_one(run: Run, experiment: str, args: argparse.Namespace, settings: 
     out.tables["randomization"].append(checked.randomization)
     out.tables["stability"].append(checked.stability)
     if not out.examples:
-        out.examples = example_maps(loaded, methods, split=args.xai_splits[-1], seed=scoring.seed)
+        out.examples = example_maps(
+            loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
+        )
 
 
-def reusable(scoring: ScoringConfig, check_split: str, args: argparse.Namespace) -> bool:
-    """Whether the explanation pass computes the check images' maps exactly as the checks would."""
-    return check_split in args.xai_splits and scoring.target == "label" and scoring.seed == CHECK_SEED
+def sampled(loaded: LoadedRun, split: str, per_class: int) -> list[tuple[str, str]]:
+    """``(split, image_id)`` of the seeded sample the checks (or the example grid) take of ``split``.
 
-
-def check_images(loaded: LoadedRun, split: str, settings: CheckSettings) -> list[tuple[str, str]]:
-    """``(split, image_id)`` of the check set (the seeded sample :func:`~xai_lightning.checks.check_run` takes)."""
+    The explanation pass keeps these images' maps (when it explains them the way the checks would:
+    the label, the same seed), so the checks need not explain the intact model again.
+    """
+    if per_class < 1:
+        return []
     frame = loaded.data.frame(split).reset_index(drop=True)
-    positions = select_images(frame, settings.images_per_class, seed=CHECK_SEED)
+    positions = select_images(frame, per_class, seed=CHECK_SEED)
     return [(split, image_id) for image_id in frame.loc[positions, "image_id"]]
 
 
@@ -181,8 +222,18 @@ def scoring_notes(differences: dict[str, dict[str, tuple[Any, Any]]]) -> list[st
     return [f"Scoring differs from training: {change} ({', '.join(runs)})." for change, runs in by_change.items()]
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse bad options before any run is loaded (a scoring override is checked against the defaults)."""
+    checked_overrides(scoring_overrides(args))
+    for option in ("batch_size", "max_images_per_class"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise ConfigError(f"evaluate.py --{option.replace('_', '-')} is {value}; use 1 or more.")
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
+    check_options(args)
     settings = check_settings(args)
     experiments = {directory: find_runs(directory) for directory in args.experiment_dirs}
     out = args.out or args.experiment_dirs[0] / "evaluation"
@@ -205,13 +256,23 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if written["scoring"] is not None:
         notes += scoring_notes(collected.differences)
     report = build_report(
-        out, table, written["per_image"], curves_table, collected.examples,
-        title=f"Evaluation of {', '.join(e.name for e in experiments)}", notes=notes, n_boot=args.bootstrap,
-        faithfulness_curves=written["faithfulness_curves"], randomization=written["randomization"],
-        stability=written["stability"], agreement=written["agreement"],
+        out,
+        table,
+        written["per_image"],
+        curves_table,
+        collected.examples,
+        title=f"Evaluation of {', '.join(e.name for e in experiments)}",
+        notes=notes,
+        n_boot=args.bootstrap,
+        faithfulness_curves=written["faithfulness_curves"],
+        randomization=written["randomization"],
+        stability=written["stability"],
+        agreement=written["agreement"],
     )
     summary = table[table["metric"].isin(["loss", "acc", "balanced_acc", "seg_iou"])]
-    print(summary.pivot_table(index=["experiment", "run", "split"], columns="metric", values="value").round(4).to_string())
+    print(
+        summary.pivot_table(index=["experiment", "run", "split"], columns="metric", values="value").round(4).to_string()
+    )
     print("\n".join(report.sentences[:10]))
     print(f"\nReport: {report.path}")
     if not args.no_wandb:

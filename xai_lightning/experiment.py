@@ -113,7 +113,9 @@ def run_experiment(train_script: str, args: list[str], seeds: list[int], paralle
             running.remove(item)
             if log is not None:
                 log.close()
-            outcome[run.seed] = "finished" if process.returncode == 0 and run.finished else f"failed (exit {process.returncode})"
+            outcome[run.seed] = (
+                "finished" if process.returncode == 0 and run.finished else f"failed (exit {process.returncode})"
+            )
             print(f"[experiment] seed {run.seed}: {outcome[run.seed]}", flush=True)
         time.sleep(0.2)
     _print_summary(experiment_dir, seeds, outcome)

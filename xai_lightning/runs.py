@@ -178,6 +178,21 @@ class LoadedRun:
     def class_names(self) -> list[str]:
         return list(self.model.class_names)
 
+    def sample(self, split: str, per_class: int | None, seed: int = 0) -> tuple[dict, list[str]] | None:
+        """The seeded sample of at most ``per_class`` defect images per class of ``split`` as one batch, with
+        their image ids (None when the split has none); see :func:`~xai_lightning.scoring.select_images`."""
+        import torch
+
+        from xai_lightning.scoring import select_images
+
+        frame = self.data.frame(split)
+        positions = select_images(frame, per_class, seed=seed)
+        if not positions:
+            return None
+        subset = torch.utils.data.Subset(self.data.dataset(split), positions)
+        batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
+        return batch, frame.loc[batch["index"].tolist(), "image_id"].tolist()
+
 
 def as_loaded(run: Run | LoadedRun, checkpoint: Checkpoint = "best") -> LoadedRun:
     """A loaded run as it is; a run on disk loaded (for callers that use it once)."""
@@ -199,11 +214,17 @@ def find_runs(experiment_dir: str | Path) -> list[Run]:
     unfinished = [run.name for run in candidates if run not in runs]
     if not runs:
         raise RunError(
-            f"No finished run in '{root}' (a finished run folder holds {CONFIG_FILE}, {CHECKPOINT_DIR}/ and {FINISHED_FILE})"
+            f"No finished run in '{root}' (a finished run folder holds {CONFIG_FILE}, {CHECKPOINT_DIR}/ "
+            f"and {FINISHED_FILE})"
             + (f"; unfinished: {', '.join(unfinished)}" if unfinished else "")
-            + ". Train with `python train.py --config ... --experiment_dir " + str(root) + " --seeds 0-4`; "
+            + ". Train with `python train.py --config ... --experiment_dir "
+            + str(root)
+            + " --seeds 0-4`; "
             "re-running that command finishes interrupted seeds."
         )
     if unfinished:
-        print(f"[evaluate] leaving out unfinished runs in {root}: {', '.join(unfinished)} (re-run the experiment to finish them)")
+        print(
+            f"[evaluate] leaving out unfinished runs in {root}: {', '.join(unfinished)} "
+            "(re-run the experiment to finish them)"
+        )
     return sorted(runs, key=lambda run: (run.seed if run.seed is not None else -1, run.name))

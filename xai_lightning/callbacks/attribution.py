@@ -67,7 +67,8 @@ class AttributionCallback(pl.Callback):
         include_good, target, seed, top_k, pointing_tolerance, pointing_ties, faithfulness_steps,
         faithfulness_baseline: the scoring configuration, see :class:`~xai_lightning.scoring.ScoringConfig`.
             ``faithfulness_steps`` > 0 adds deletion / insertion areas (``deletion_auc``, lower is better;
-            ``insertion_auc``), at ``2 · (steps + 1)`` extra forward passes per image and method, hence off by default.
+            ``insertion_auc``), at ``2 · (steps − 1)`` forward passes per image and method (and one for the
+            baseline image), hence off by default.
     """
 
     def __init__(
@@ -226,25 +227,33 @@ class AttributionCallback(pl.Callback):
         rank, world = trainer.global_rank, trainer.world_size
         loader = DataLoader(Subset(dataset, positions[rank::world]), batch_size=self.batch_size, num_workers=0)
         image_ids = trainer.datamodule.frame(split)["image_id"]
-        accumulator = PassAccumulator(list(self.explainers), trainer.datamodule.class_names, self.scoring, pl_module.device)
+        accumulator = PassAccumulator(
+            list(self.explainers), trainer.datamodule.class_names, self.scoring, pl_module.device
+        )
         panels = HeatmapPanels(self.log_images)
         for batch in tqdm(loader, desc=f"xai {split}", unit="batch", disable=not trainer.is_global_zero, leave=False):
             # A method that failed is skipped for the rest of the pass; the others go on.
             explainers = {n: e for n, e in self.explainers.items() if n not in accumulator.errors}
             device = pl_module.device
             scored = score_batch(
-                pl_module, explainers, batch["image"].to(device), batch["mask"].to(device)[:, 0], batch["label"].to(device),
+                pl_module,
+                explainers,
+                batch["image"].to(device),
+                batch["mask"].to(device)[:, 0],
+                batch["label"].to(device),
                 self.scoring,
             )
             for name, error in scored.errors.items():
                 what = ": deletion / insertion curves failed" if isinstance(error, CurveError) else " failed"
-                rank_zero_warn(f"[xai] {name}{what} on the {split} split; skipped for this pass: {describe_error(error)}")
+                rank_zero_warn(
+                    f"[xai] {name}{what} on the {split} split; skipped for this pass: {describe_error(error)}"
+                )
             accumulator.add(scored, image_ids.loc[batch["index"].tolist()].tolist())
             panels.add(batch, scored)
         return accumulator, panels.panels
 
     def image_set(self, datamodule, split: str) -> tuple[Any, list[int]]:
-        """The split's evaluation dataset and the fixed, seeded positions explained in it (see :func:`select_images`)."""
+        """The split's evaluation dataset and the fixed, seeded positions explained in it (:func:`select_images`)."""
         frame = datamodule.frame(split)
         positions = select_images(frame, self.max_images_per_class, self.scoring.include_good, self.scoring.seed)
         return datamodule.dataset(split), positions

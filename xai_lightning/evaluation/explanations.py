@@ -99,8 +99,10 @@ def _long_frame(parts: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame
     lengths = [len(next(v for v in part.values() if isinstance(v, np.ndarray))) for part in parts]
     data = {
         column: np.concatenate(
-            [part[column] if isinstance(part[column], np.ndarray) else np.full(n, part[column], dtype=object)
-             for part, n in zip(parts, lengths)]
+            [
+                part[column] if isinstance(part[column], np.ndarray) else np.full(n, part[column], dtype=object)
+                for part, n in zip(parts, lengths)
+            ]
         )
         for column in columns
     }
@@ -133,6 +135,7 @@ def explain_run(
     checkpoint: str = "best",
     max_images_per_class: int | None = None,
     batch_size: int = 8,
+    seed: int | None = None,
     experiment: str | None = None,
     scoring: ScoringConfig | None = None,
     keep_maps: Collection[tuple[str, str]] = (),
@@ -145,12 +148,14 @@ def explain_run(
     ``scoring`` says (default: :func:`~xai_lightning.evaluation.evaluation_scoring` of the run, i.e.
     what its training passes scored; ``overrides`` such as ``faithfulness_steps=0`` change single options).
     On a known-answer synthetic set (``shortcut_fraction`` > 0) it adds ``tko_marker``: TKO against
-    the planted marker's mask. The maps of the ``(split, image_id)`` pairs in ``keep_maps`` are
+    the planted marker's mask. ``seed`` (default: the run's) seeds the sample and the stochastic
+    methods. The maps of the ``(split, image_id)`` pairs in ``keep_maps`` are
     returned too, for checks that would otherwise explain those images again.
     """
     from xai_lightning.evaluation.settings import evaluation_scoring
 
     loaded = as_loaded(run, checkpoint)
+    overrides["seed"] = seed
     if scoring is None:
         scoring, _ = evaluation_scoring(loaded.run, **overrides)
     elif overrides:
@@ -186,8 +191,14 @@ def _scored_batches(loaded: LoadedRun, explainers, split: str, scoring: ScoringC
             "split": np.full(len(rows), split, dtype=object),
             "image_id": rows["image_id"].to_numpy(dtype=object),
             "image_path": rows["image_path"].to_numpy(dtype=object),
-            **{key: np.array([names[i] for i in tensor.tolist()], dtype=object)
-               for key, tensor in (("class", scored.labels), ("target", scored.targets), ("prediction", scored.predictions))},
+            **{
+                key: np.array([names[i] for i in tensor.tolist()], dtype=object)
+                for key, tensor in (
+                    ("class", scored.labels),
+                    ("target", scored.targets),
+                    ("prediction", scored.predictions),
+                )
+            },
         }
         yield ids, scored
 
@@ -215,25 +226,40 @@ def report_failures(errors: dict[str, BaseException], where: str) -> None:
 
 
 @torch.no_grad()
-def example_maps(loaded: LoadedRun, methods: dict[str, dict], split: str = "test", per_class: int = 1, seed: int = 0) -> list[dict]:
-    """A few images per class with every method's map, for the report's heatmap grid."""
-    model, data = loaded.model, loaded.data
-    frame = data.frame(split)
-    positions = select_images(frame, per_class, seed=seed)
-    if not positions:
+def example_maps(
+    run: Run | LoadedRun,
+    methods: dict[str, dict],
+    split: str = "test",
+    per_class: int = 1,
+    seed: int = 0,
+    checkpoint: str = "best",
+    known_maps: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> list[dict]:
+    """A few images per class with every method's map (for its label), for the report's heatmap grid.
+
+    ``known_maps`` (image id → method → map, as :func:`explain_run` keeps them) are used where they
+    cover every image and method; the others are explained here.
+    """
+    loaded = as_loaded(run, checkpoint)
+    sample = loaded.sample(split, per_class, seed)
+    if sample is None:
         return []
-    subset = torch.utils.data.Subset(data.dataset(split), positions)
-    batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
-    explained = explain_batch(build_explainers(methods, model, seed), batch["image"], batch["label"])
-    report_failures(explained.errors, f"{loaded.run.name} {split} examples")
+    batch, image_ids = sample
+    known = known_maps or {}
+    if all(i in known and set(methods) <= set(known[i]) for i in image_ids):
+        maps = {name: torch.stack([known[i][name] for i in image_ids]) for name in methods}
+    else:
+        explained = explain_batch(build_explainers(methods, loaded.model, seed), batch["image"], batch["label"])
+        report_failures(explained.errors, f"{loaded.run.name} {split} examples")
+        maps = explained.maps
     images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
     return [
         {
             "image": images[i],
             "mask": batch["mask"][i, 0].numpy() > 0,
-            "class": model.class_names[int(batch["label"][i])],
-            "image_id": frame.loc[int(batch["index"][i]), "image_id"],
-            "maps": {name: m[i].cpu().numpy() for name, m in explained.maps.items()},
+            "class": loaded.class_names[int(batch["label"][i])],
+            "image_id": image_ids[i],
+            "maps": {name: m[i].cpu().numpy() for name, m in maps.items()},
         }
         for i in range(len(images))
     ]

@@ -6,12 +6,13 @@ import pandas as pd
 import torch
 
 from xai_lightning.data.splits import SPLITS
-from xai_lightning.runs import LoadedRun
+from xai_lightning.runs import LoadedRun, Run, as_loaded
 
 
 @torch.no_grad()
-def evaluate_run(loaded: LoadedRun, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
-    """One row per (split, metric) of the loaded checkpoint, with the deterministic transform on every split."""
+def evaluate_run(run: Run | LoadedRun, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best") -> pd.DataFrame:
+    """One row per (split, metric) of the run's checkpoint, with the deterministic transform on every split."""
+    loaded = as_loaded(run, checkpoint)
     model, data, run = loaded.model, loaded.data, loaded.run
     rows = []
     for split in splits:

@@ -62,8 +62,13 @@ def evaluation_scoring(run: Run, **overrides: Any) -> tuple[ScoringConfig, dict[
     config = trained
     if trained.faithfulness_steps == 0 and overrides.get("faithfulness_steps") is None:
         config = config.replace(faithfulness_steps=EVALUATION_FAITHFULNESS_STEPS)
+    config = checked_overrides(overrides, config)
+    return config, trained.differences(config)
+
+
+def checked_overrides(overrides: dict[str, Any], base: ScoringConfig | None = None) -> ScoringConfig:
+    """``base`` (default: the defaults) with the overrides; a bad one is named by its command-line flag."""
     try:
-        config = config.replace(**overrides)
+        return (base or ScoringConfig()).replace(**overrides)
     except ScoringOptionError as error:
         raise ConfigError(f"evaluate.py --{error.option.replace('_', '-')} {error.problem}") from None
-    return config, trained.differences(config)

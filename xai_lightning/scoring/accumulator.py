@@ -21,6 +21,7 @@ from xai_lightning.metrics.winrate import WinRate, win_credit
 from xai_lightning.scoring.batch import BatchScores
 from xai_lightning.scoring.config import ScoringConfig
 
+
 @dataclass
 class PassResult:
     """What one pass found.
@@ -53,7 +54,8 @@ class PassResult:
         return [name for name in self.methods if name not in self.failed]
 
     def value(self, metric: str, method: str, group: str = OVERALL) -> float | None:
-        return self.values.get(metric, {}).get(group, {}).get(method)
+        """The mean of ``metric`` for ``method`` in ``group``; None when it has none (no image, or NaN)."""
+        return _none_if_nan(self.values.get(metric, {}).get(group, {}).get(method))
 
     def scalars(self) -> dict[str, float]:
         """Flat ``xai/<split>/<metric>[/<class>]/<method>`` keys, as logged (NaN means are left out)."""
@@ -88,7 +90,7 @@ class PassResult:
             "split": self.split,
             "n_images": self.counts.get("n_images"),
             "tko": {name: self.value("tko", name) for name in ok},
-            "win_rate": {name: self.win_rate.get(OVERALL, {}).get(name) for name in ok},
+            "win_rate": {name: _none_if_nan(self.win_rate.get(OVERALL, {}).get(name)) for name in ok},
             **{metric: {name: self.value(metric, name) for name in ok} for metric in metrics},
             "failed": dict(self.failed),
         }
@@ -142,9 +144,18 @@ class PassAccumulator:
         self.n_images += len(scored)
         self.rows += self._rows(scored, image_ids, columns)
 
-    def _rows(self, scored: BatchScores, image_ids: list[str], columns: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def _rows(
+        self, scored: BatchScores, image_ids: list[str], columns: dict[str, torch.Tensor]
+    ) -> list[dict[str, Any]]:
         # One host copy per batch and metric, not one per image.
-        ids = {key: tensor.tolist() for key, tensor in (("class", scored.labels), ("target", scored.targets), ("prediction", scored.predictions))}
+        ids = {
+            key: tensor.tolist()
+            for key, tensor in (
+                ("class", scored.labels),
+                ("target", scored.targets),
+                ("prediction", scored.predictions),
+            )
+        }
         values = {metric: column.numpy() for metric, column in columns.items()}
         rows = []
         for i, image_id in enumerate(image_ids):
@@ -173,7 +184,10 @@ class PassAccumulator:
         counts: dict[str, float] = {"n_empty_mask_skipped": float(n_empty_mask_skipped)}
         for name, per_metric in self.metrics.items():
             for metric, accumulator in per_metric.items():
-                computed = accumulator.compute()  # collective under DDP: every process calls it
+                with warnings.catch_warnings():
+                    # A shard with no image (or a method that failed on its first batch) has no update.
+                    warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+                    computed = accumulator.compute()  # collective under DDP: every process calls it
                 if name in failed:
                     continue
                 for group, value in computed.items():
@@ -197,7 +211,9 @@ class PassAccumulator:
             failed=failed,
             seconds_per_image={name: self.seconds[name] / n_local for name in ok},
             faithfulness_seconds_per_image=(
-                {name: self.faithfulness_seconds[name] / n_local for name in ok} if self.config.faithfulness_steps else {}
+                {name: self.faithfulness_seconds[name] / n_local for name in ok}
+                if self.config.faithfulness_steps
+                else {}
             ),
         )
 
@@ -216,6 +232,10 @@ class PassAccumulator:
         counts = {"win_n_images": float(computed.pop("n_images")), "win_n_excluded": float(computed.pop("n_excluded"))}
         rates = {group: {m: float(r) for m, r in per_method.items()} for group, per_method in computed.items()}
         return rates, counts
+
+
+def _none_if_nan(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 def winners(frame: pd.DataFrame, methods: list[str]) -> list[str]:

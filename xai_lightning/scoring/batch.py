@@ -85,7 +85,9 @@ def score_batch(
     predictions = logits.argmax(dim=1)
     targets = labels if config.target == "label" else predictions
     explained = explain_batch(explainers, images, targets)
-    result = BatchScores(labels=labels, targets=targets, predictions=predictions, masks=masks, errors=dict(explained.errors))
+    result = BatchScores(
+        labels=labels, targets=targets, predictions=predictions, masks=masks, errors=dict(explained.errors)
+    )
     endpoints = _curve_endpoints(model, images, logits, targets, config) if config.faithfulness_steps else None
     for name, maps in explained.maps.items():
         scores: dict[str, Tensor] = {}
@@ -94,8 +96,13 @@ def score_batch(
             try:
                 curves = {
                     curve: function(
-                        model.classify, images, targets, maps, config.faithfulness_steps,
-                        config.faithfulness_baseline, endpoints=endpoints,
+                        model.classify,
+                        images,
+                        targets,
+                        maps,
+                        config.faithfulness_steps,
+                        config.faithfulness_baseline,
+                        endpoints=endpoints,
                     )
                     for curve, function in CURVES.items()
                 }

@@ -97,7 +97,9 @@ class ScoringConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{source}: unknown scoring option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
+            raise ConfigError(
+                f"{source}: unknown scoring option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})."
+            )
         return cls.named(source, **values)
 
     def write(self, folder: str | Path) -> Path:
@@ -125,7 +127,8 @@ class ScoringConfig:
     def differences(self, other: ScoringConfig) -> dict[str, tuple[Any, Any]]:
         """``{option: (this value, other value)}`` for every option where the two differ."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+        # By type too: K = 1 is one pixel, K = 1.0 the whole image, and 1 == 1.0 in Python.
+        return {k: (mine[k], theirs[k]) for k in mine if (type(mine[k]), mine[k]) != (type(theirs[k]), theirs[k])}
 
 
 def _check_top_k(top_k: int | float | None) -> None:  # noqa: PYI041 (k=1 is one pixel, k=1.0 every pixel)
