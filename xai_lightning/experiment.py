@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from xai_lightning.errors import ConfigError
-from xai_lightning.runs import FINISHED_FILE, LOGS_DIR, Run
+# FINISHED_FILE is re-exported: callers of the launcher read it from here.
+from xai_lightning.runs import FINISHED_FILE, LOGS_DIR, Run  # noqa: F401
 
 DEFAULT_EXPERIMENT_DIR = "runs/default"
 

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
@@ -19,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from xai_lightning.callbacks.ddp import gather_failures, gather_rows
 from xai_lightning.callbacks.sinks import HeatmapPanels, log_pass_to_wandb, print_pass_table, write_pass_csv
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
@@ -203,17 +203,15 @@ class AttributionCallback(pl.Callback):
             if self._explained_module is not pl_module:
                 self.setup(trainer, pl_module, "fit")
             accumulator, panels = self._explain_shard(trainer, pl_module, split)
-        failed = self._sync_failures(trainer, accumulator.errors)
-        per_image = pd.DataFrame(accumulator.rows)
-        if trainer.world_size > 1:
-            per_image = _gather_frames(per_image)
+        # All processes must drop the same methods and compute from the same rows.
+        failed = gather_failures(accumulator.errors, trainer.world_size)
         frame = trainer.datamodule.frame(split)
         result = accumulator.result(
             split,
             epoch=trainer.current_epoch,
             step=trainer.global_step,
             failed=failed,
-            per_image=per_image,
+            per_image=gather_rows(accumulator.rows, trainer.world_size),
             n_empty_mask_skipped=0 if self.scoring.include_good else count_empty_masks(frame),
         )
         self.history.append(result.summary(tuple(m for m in FAITHFULNESS_METRICS if m in self.scoring.metrics)))
@@ -259,20 +257,6 @@ class AttributionCallback(pl.Callback):
         return datamodule.dataset(split), positions
 
     # ------------------------------------------------------------------ DDP and sinks
-    def _sync_failures(self, trainer: pl.Trainer, errors: dict[str, str]) -> dict[str, str]:
-        """Every process's failures with their errors: all processes must drop the same methods."""
-        if trainer.world_size == 1:
-            return dict(errors)
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * trainer.world_size
-        dist.all_gather_object(gathered, errors)
-        merged: dict[str, str] = {}
-        for rank, rank_errors in enumerate(gathered):
-            for name, error in rank_errors.items():
-                merged.setdefault(name, f"rank {rank}: {error}")
-        return merged
-
     def _report(self, trainer: pl.Trainer, result: PassResult, panels) -> None:
         print_pass_table(result)
         # A standalone trainer.validate must not overwrite the file of the fit's pass at that epoch.
@@ -303,12 +287,3 @@ def _check_schedule(methods, splits, every_n_epochs, max_images_per_class, batch
             raise ConfigError(f"`AttributionCallback.{option}` is {value}; use 1 or more.")
     if log_images < 0:
         raise ConfigError(f"`AttributionCallback.log_images` is {log_images}; use 0 or more.")
-
-
-def _gather_frames(frame: pd.DataFrame) -> pd.DataFrame:
-    """Concatenate every process's per-image rows (all processes get the full table)."""
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, frame.to_dict("records"))
-    return pd.DataFrame([row for part in gathered for row in part])
