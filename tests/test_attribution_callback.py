@@ -85,6 +85,11 @@ def test_fit_logs_tko_win_rate_and_localisation_metrics_per_split_and_class(xai_
     rates = val[[f"xai/val/win_rate/{m}" for m in working]].sum(axis=1)
     assert rates.to_numpy() == pytest.approx([1.0, 1.0])
     assert (val["xai/val/n_images"] == 8).all()  # 2 images per defect class
+    assert (val["xai/val/win_rate_n_images"] == 8).all() and (val["xai/val/win_rate_n_excluded"] == 0).all()
+    # Below `<metric>/` there are only methods and classes: counts live beside the metrics.
+    namespaces = {*working, "test_always_fails", "test_returns_nan", "crack", "cut", "hole", "print"}
+    for key in (c for c in history.columns if c.startswith("xai/val/win_rate/")):
+        assert key.split("/")[3] in namespaces, key
     assert (val["xai/val/n_empty_mask_skipped"] == 2).all()  # the 2 good images of the val split
     for key in (c for c in val.columns if c.startswith("xai/val/tko/")):
         assert val[key].between(0, 1).all()

@@ -98,6 +98,14 @@ def test_bad_input_stops_before_training(smoke_root, tmp_path):
     assert not list(tmp_path.glob("*/checkpoints/*.ckpt"))
 
 
+@pytest.mark.parametrize("name", ["../escaped", str(Path("/tmp") / "absolute-run"), "nested/run", ".."])
+def test_a_run_name_that_leaves_the_experiment_folder_is_refused(smoke_root, tmp_path, name):
+    experiment = tmp_path / "exp"
+    with pytest.raises(ConfigError, match="`run_name`.*one folder name"):
+        main(smoke_args(smoke_root, experiment, "--run_name", name))
+    assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "escaped").exists()
+
+
 def test_evaluate_rescores_the_best_checkpoint_like_the_training_run(smoke_run):
     from xai_lightning.evaluate import main as evaluate
 

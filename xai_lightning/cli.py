@@ -19,7 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
 from xai_lightning.callbacks.run_manifest import RunManifest
-from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE
+from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE, checked_run_name, seed_run_name
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
@@ -76,7 +76,7 @@ class XaiLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config
-        config.run_name = config.run_name or f"seed{config.seed_everything}"
+        config.run_name = checked_run_name(config.run_name or seed_run_name(config.seed_everything))
         run_dir = Path(config.experiment_dir) / config.run_name
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = config.checkpoint.dirpath or str(run_dir / CHECKPOINT_DIR)

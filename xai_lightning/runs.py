@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from xai_lightning.errors import RunError
+from xai_lightning.errors import ConfigError, RunError
 
 if TYPE_CHECKING:  # the launcher imports this module and must not pay for torch and Lightning
     from xai_lightning.data.datamodule import MVTecDataModule
@@ -40,6 +40,27 @@ Checkpoint = Literal["best", "last"]
 def seed_run_name(seed: int) -> str:
     """The default run name of a seed: ``seed<N>``."""
     return f"seed{seed}"
+
+
+def checked_run_name(name: str) -> str:
+    """``name`` when it is one folder name; a name that would place the run elsewhere is refused.
+
+    ``<experiment_dir>/<run_name>`` must stay inside the experiment folder: no separators, no ``..``,
+    no absolute path.
+
+    >>> checked_run_name("seed0")
+    'seed0'
+    >>> checked_run_name("../elsewhere")
+    Traceback (most recent call last):
+    ...
+    xai_lightning.errors.ConfigError: `run_name` is '../elsewhere': a run name is one folder name inside `experiment_dir` (no '/', '\\', '..' or absolute path); put the folder in `experiment_dir` instead.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise ConfigError(
+            f"`run_name` is {name!r}: a run name is one folder name inside `experiment_dir` (no '/', '\\', '..' "
+            "or absolute path); put the folder in `experiment_dir` instead."
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,9 @@ class PassResult:
         counts = {
             "n_images": "n_images",
             "n_excluded": "n_excluded",
-            "win_n_images": "win_rate/n_images",
-            "win_n_excluded": "win_rate/n_excluded",
+            # Counts stay out of the method namespace (`win_rate/<method>`): a method may be called n_images.
+            "win_n_images": "win_rate_n_images",
+            "win_n_excluded": "win_rate_n_excluded",
             "n_empty_mask_skipped": "n_empty_mask_skipped",
         }
         out.update({f"{prefix}/{key}": self.counts[name] for name, key in counts.items() if name in self.counts})
