@@ -40,9 +40,9 @@ def decodes(monkeypatch) -> list[str]:
     calls: list[str] = []
 
     def counting(decoder, kind):
-        def wrapper(file):
+        def wrapper(file, *args):
             calls.append(kind)
-            return decoder(file)
+            return decoder(file, *args)
 
         return wrapper
 

@@ -80,3 +80,38 @@ def test_corrupt_files_pass_unchecked_when_verification_is_off(dataset_copy):
     image = dataset_copy / "hazelnut" / "test" / "print" / "003.png"
     image.write_bytes(b"garbage")
     assert len(build_index(dataset_copy, "hazelnut", verify_images=False)) == sum(SMOKE_COUNTS.values())
+
+
+def _break_zlib_stream(path: Path) -> None:
+    """Damage a PNG's compressed pixel data but keep every chunk checksum valid, so ``verify()`` passes."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    body = start + 8
+    data[body + length // 2 : body + length // 2 + 16] = b"\xff" * 16  # garbage in the middle of the stream
+    crc = zlib.crc32(bytes(data[start + 4 : body + length])) & 0xFFFFFFFF
+    data[body + length : body + length + 4] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["image", "mask"])
+def test_a_png_with_a_broken_zlib_stream_is_named_when_it_is_decoded(dataset_copy, kind):
+    from xai_lightning.data.cache import ResizedImageCache
+    from xai_lightning.data.decoding import load_image, load_mask
+
+    index = build_index(dataset_copy)  # verify() cannot see this damage: the index accepts the file
+    row = index[index["label"] == "crack"].iloc[0]
+    path = Path(row["image_path"] if kind == "image" else row["mask_path"])
+    _break_zlib_stream(path)
+    with Image.open(path) as image:
+        image.verify()
+    build_index(dataset_copy)
+    read = load_image if kind == "image" else lambda p: load_mask(p, (1, 1))
+    with pytest.raises(DatasetError, match=rf"'{path}' cannot be decoded .*damaged"):
+        read(str(path))
+    cache = ResizedImageCache(32)
+    with pytest.raises(DatasetError, match=rf"'{path}' cannot be decoded"):
+        cache.image(str(path)) if kind == "image" else cache.mask(str(path))

@@ -143,7 +143,7 @@ def _load(kind: str, path: str, size: int, directory: Path | None) -> np.ndarray
     # One read serves hash and decode alike, so the entry is always named after the bytes it was made from.
     data = Path(path).read_bytes()
     if directory is None:
-        return decode_resized(kind, data, size)
+        return decode_resized(kind, data, size, path)
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     file = directory / f"{digest}-{kind}{size}-r{RECIPE}.npy"
     shape = (size, size, 3) if kind == "image" else (size, size)
@@ -155,7 +155,7 @@ def _load(kind: str, path: str, size: int, directory: Path | None) -> np.ndarray
         pass
     except (OSError, ValueError):
         pass  # damaged (not by us: writes are atomic); decoded and replaced below
-    array = decode_resized(kind, data, size)
+    array = decode_resized(kind, data, size, path)
     _write_atomically(file, array)
     return array
 
