@@ -121,6 +121,19 @@ def test_disk_level_is_shared_and_keyed_by_content(tmp_path, decodes):
     assert len(list(folder.glob("*.npy"))) == 3
 
 
+def test_disk_entries_of_an_older_resize_rule_are_not_reused(tmp_path, monkeypatch, decodes):
+    """Masks resized with the old (top-left) nearest rule were cached as recipe 1; they must be made again."""
+    path, folder = tmp_path / "a.png", tmp_path / "cache"
+    _png(path, 0)
+    recipe = cache_module.RECIPE
+    assert recipe >= 2  # the pixel-centred mask rule
+    monkeypatch.setattr(cache_module, "RECIPE", 1)
+    ResizedImageCache(40, folder).mask(str(path))
+    monkeypatch.setattr(cache_module, "RECIPE", recipe)
+    ResizedImageCache(40, folder).mask(str(path))
+    assert decodes == ["mask", "mask"] and len(list(folder.glob("*.npy"))) == 2
+
+
 def test_unwritable_disk_folder_only_warns(tmp_path):
     _png(tmp_path / "a.png", 0)
     blocker = tmp_path / "not-a-folder"

@@ -73,3 +73,20 @@ def test_reseeded_augmentation_follows_torch_seed(smoke_root):
 def test_bad_augmentation_option_is_named():
     with pytest.raises(ConfigError, match="data.augmentation.hflip"):
         AugmentationConfig(hflip=1.5)
+
+
+@pytest.mark.parametrize("size", [224, 128])
+def test_a_map_equal_to_the_true_defect_scores_a_near_perfect_tko_after_resizing(size):
+    """The mask must stay aligned with its image when a 1024² MVTec pair is shrunk (no half-pixel shift)."""
+    import cv2
+
+    from xai_lightning.metrics import top_k_overlap
+
+    yy, xx = np.mgrid[:1024, :1024]
+    mask = (((yy - 500) / 90.0) ** 2 + ((xx - 430) / 130.0) ** 2 < 1).astype(np.uint8) * 255  # a hole-like blob
+    image = np.repeat(mask[..., None], 3, axis=2)  # the defect as the image sees it
+    out = eval_transform(size)(image=image, mask=(mask > 0).astype(np.uint8))
+    resized_mask = torch.as_tensor(out["mask"] > 0)[None]
+    perfect_map = torch.from_numpy(cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA))
+    assert resized_mask.shape[-1] == size
+    assert top_k_overlap(perfect_map[None], resized_mask).item() >= 0.99

@@ -40,7 +40,8 @@ from xai_lightning.data.layout import has_mask
 __all__ = ["RECIPE", "ResizedImageCache", "default_cache_dir", "resize_image", "resize_mask"]
 
 #: Bump when the decoding or resizing changes: disk entries of an older recipe are then not reused.
-RECIPE = 1
+#: 2: masks resized with the pixel-centred nearest rule (``MASK_INTERPOLATION``).
+RECIPE = 2
 
 
 def default_cache_dir() -> Path:
