@@ -266,3 +266,35 @@ def test_checks_score_robustness_randomisation_and_stability_on_a_fixed_sample(s
     assert checks.check_run(run, methods, "test", checks.CheckSettings(images_per_class=0)).randomization.empty
     with pytest.raises(ValueError, match="stability_runs"):
         checks.CheckSettings(stability_runs=-1)
+
+
+class _RunsCode:
+    """What a crafted checkpoint holds: unpickling it calls ``Path.touch`` on a file of the attacker's choice."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(smoke_run, smoke_root, tmp_path):
+    import shutil
+
+    from xai_lightning.errors import RunError
+    from xai_lightning.runs import find_runs
+
+    _, run_dir = smoke_run
+    copy = tmp_path / "exp" / "seed0"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("wandb"))
+    marker = tmp_path / "code-ran"
+    state = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.save({**state, "payload": _RunsCode(marker)}, copy / "checkpoints" / "last.ckpt")
+    (run,) = find_runs(tmp_path / "exp")
+    with pytest.raises(RunError, match="could run code.*If you trust it"):
+        run.checkpoint("best")  # reads last.ckpt for the best checkpoint's name
+    with pytest.raises(RunError, match="could run code"):
+        run.load_model("last")
+    with pytest.raises(RunError, match="could run code"):
+        main(smoke_args(smoke_root, tmp_path / "resumed", "--resume", str(copy / "checkpoints" / "last.ckpt")))
+    assert not marker.exists()

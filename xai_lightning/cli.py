@@ -19,6 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
 from xai_lightning.callbacks.run_manifest import RunManifest
+from xai_lightning.checkpoints import load_checkpoint
 from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE, checked_run_name, seed_run_name
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
@@ -101,13 +102,15 @@ class XaiLightningCLI(LightningCLI):
         if datamodule.is_synthetic:
             pl.utilities.rank_zero_info(f"[xai_lightning] Training on SYNTHETIC data from '{datamodule.root}'.")
         exit_code = 1
+        if self.config.resume and Path(self.config.resume).is_file():
+            load_checkpoint(self.config.resume)  # refuses, with a clear message, a file that could run code
         try:
-            self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume)
+            self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume, weights_only=True)
             #: Metrics at the end of fit (``trainer.test`` replaces ``callback_metrics``).
             self.fit_metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
             if self.config.test_after_fit and datamodule.split_config.test_fraction > 0:
                 best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-                self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None)
+                self.trainer.test(self.model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             self._print_summary()
             if self.trainer.is_global_zero:
                 write_finished(self.run_dir, {k: v for k, v in self.final_metrics.items() if not k.startswith("xai/")})

@@ -136,9 +136,9 @@ class Run:
 
     @staticmethod
     def _best_from(last: Path) -> str | None:
-        import torch
+        from xai_lightning.checkpoints import load_checkpoint
 
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = load_checkpoint(last)
         for key, callback_state in state.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint") and callback_state.get("best_model_path"):
                 return Path(callback_state["best_model_path"]).name
@@ -161,9 +161,15 @@ class Run:
     def load_model(self, which: Checkpoint = "best") -> MultiTaskClassifier:
         from xai_lightning.models.multitask import MultiTaskClassifier
 
+        import pickle
+
+        from xai_lightning.checkpoints import refusal
+
         path = self.checkpoint(which)
         try:
-            return MultiTaskClassifier.load_from_checkpoint(path, map_location="cpu")
+            return MultiTaskClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:  # more than tensors and plain data: it could run code
+            raise refusal(path, error) from None
         except Exception as error:  # a checkpoint from another code version, a truncated file, ...
             raise RunError(f"Checkpoint '{path}' does not load ({type(error).__name__}: {error}).") from error
 
