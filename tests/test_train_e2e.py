@@ -298,3 +298,30 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere(smoke_run, smoke
     with pytest.raises(RunError, match="could run code"):
         main(smoke_args(smoke_root, tmp_path / "resumed", "--resume", str(copy / "checkpoints" / "last.ckpt")))
     assert not marker.exists()
+
+
+def test_a_second_training_into_a_held_run_folder_stops_at_once_and_a_stale_lock_is_taken_over(smoke_root, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from xai_lightning.errors import RunError
+    from xai_lightning.runs import LOCK_FILE
+
+    run_dir = tmp_path / "seed0"
+    run_dir.mkdir()
+    lock = run_dir / LOCK_FILE
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        args = smoke_args(smoke_root, tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                          "--trainer.callbacks", "[]")
+        with pytest.raises(RunError, match=rf"'{run_dir}' is in use by process {holder.pid}"):
+            main(args)
+        assert not (run_dir / "checkpoints").exists() and lock.is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale, taken over, and released when the run ends.
+    main(args)
+    assert (run_dir / "finished.json").is_file() and not lock.exists()

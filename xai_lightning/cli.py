@@ -6,6 +6,7 @@ Every option of the data module, the model and the Trainer is settable from YAML
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from xai_lightning.callbacks.run_manifest import RunManifest
 from xai_lightning.checkpoints import load_checkpoint
-from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE, checked_run_name, seed_run_name
+from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE, Run, checked_run_name, seed_run_name
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
@@ -101,9 +102,15 @@ class XaiLightningCLI(LightningCLI):
         datamodule = self.datamodule
         if datamodule.is_synthetic:
             pl.utilities.rank_zero_info(f"[xai_lightning] Training on SYNTHETIC data from '{datamodule.root}'.")
-        exit_code = 1
         if self.config.resume and Path(self.config.resume).is_file():
             load_checkpoint(self.config.resume)  # refuses, with a clear message, a file that could run code
+        # DDP's re-launched processes (LOCAL_RANK > 0) share the lock of the process that launched them.
+        owner = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+        with Run(self.run_dir).lock() if owner else contextlib.nullcontext():
+            self._fit_and_test(datamodule)
+
+    def _fit_and_test(self, datamodule) -> None:
+        exit_code = 1
         try:
             self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume, weights_only=True)
             #: Metrics at the end of fit (``trainer.test`` replaces ``callback_metrics``).

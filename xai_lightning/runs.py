@@ -6,8 +6,12 @@ The launcher (``--seeds``) asks a :class:`Run` whether it is new, interrupted or
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +34,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 XAI_DIR = "xai"
 EXPLAINERS_FILE = "explainers.json"
+#: Held by the process training into the run folder (its pid and host), so a second one stops at once.
+LOCK_FILE = "run.lock"
 WANDB_DIR = "wandb"
 #: Launcher logs of parallel seeds, in the experiment folder (not a run folder).
 LOGS_DIR = "logs"
@@ -53,7 +59,7 @@ def checked_run_name(name: str) -> str:
     >>> checked_run_name("../elsewhere")
     Traceback (most recent call last):
     ...
-    xai_lightning.errors.ConfigError: `run_name` is '../elsewhere': a run name is one folder name inside `experiment_dir` (no '/', '\\', '..' or absolute path); put the folder in `experiment_dir` instead.
+    xai_lightning.errors.ConfigError: `run_name` is '../elsewhere': a run name is one folder name inside ...
     """
     if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
         raise ConfigError(
@@ -108,6 +114,36 @@ class Run:
         if self.finished:
             return "finished"
         return "interrupted" if self.last_checkpoint else "new"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process: a second training into it stops at once, naming the holder.
+
+        The lock file records the owner's pid and host; one left by a process that died on this host
+        is stale and is taken over (a lock from another host is never guessed dead: delete it by hand).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_FILE
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                with open(lock, "x") as file:  # exclusive create: atomic on every local file system
+                    json.dump(owner, file)
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is not None and _alive(holder):
+                    raise RunError(
+                        f"Run folder '{self.path}' is in use by process {holder.get('pid')} on "
+                        f"{holder.get('host')} (lock file '{lock}'). Wait for it to end, or train into another "
+                        "--run_name / --experiment_dir."
+                    ) from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+        try:
+            yield
+        finally:
+            if _lock_holder(lock) == owner:
+                lock.unlink(missing_ok=True)
 
     def mark_finished(self, metrics: dict[str, float]) -> None:
         """Mark the run as complete (``finished.json`` with its final metrics): re-runs skip it."""
@@ -219,6 +255,26 @@ class LoadedRun:
         subset = torch.utils.data.Subset(self.data.dataset(split), positions)
         batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
         return batch, frame.loc[batch["index"].tolist(), "image_id"].tolist()
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # being written, or damaged: nobody can be said to hold it
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the lock's process still runs (a lock from another host is assumed held)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
 
 
 def as_loaded(run: Run | LoadedRun, checkpoint: Checkpoint = "best") -> LoadedRun:
