@@ -81,11 +81,18 @@ def test_logged_test_accuracy_matches_a_recomputation_from_the_best_checkpoint(s
 
 def test_same_config_and_seed_give_the_same_numbers(smoke_run, smoke_root, tmp_path):
     _, run_dir = smoke_run
-    main(smoke_args(smoke_root, tmp_path, "--test_after_fit", "false"))
+    main(smoke_args(smoke_root, tmp_path))
     columns = ["val/loss", "val/acc", "train/loss", "val/seg_iou"]
     first = _history(run_dir).dropna(subset=["val/loss"])[columns].reset_index(drop=True)
     again = _history(tmp_path / "seed0").dropna(subset=["val/loss"])[columns].reset_index(drop=True)
     pd.testing.assert_frame_equal(first, again)
+    # Final metrics identical, and every per-image attribution table byte for byte.
+    finished = [json.loads((d / "finished.json").read_text())["metrics"] for d in (run_dir, tmp_path / "seed0")]
+    assert finished[0] == finished[1]
+    tables = sorted(p.name for p in (run_dir / "xai").glob("*.csv"))
+    assert "test_epoch002.csv" in tables and tables == sorted(p.name for p in (tmp_path / "seed0" / "xai").glob("*.csv"))
+    for name in tables:
+        assert (run_dir / "xai" / name).read_bytes() == (tmp_path / "seed0" / "xai" / name).read_bytes(), name
 
 
 def test_bad_input_stops_before_training(smoke_root, tmp_path):
