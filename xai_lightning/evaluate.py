@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from xai_lightning.atomic import write_atomically
 from xai_lightning.checks import CheckSettings, check_run
 from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
@@ -245,10 +246,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             evaluate_one(run, directory.name, args, settings, collected)
             first = first or run
     table = pd.concat(collected.model, ignore_index=True)
-    table.to_csv(out / "metrics.csv", index=False)
+    write_atomically(out / "metrics.csv", lambda p: table.to_csv(p, index=False))
     written = {name: _write(frames, out / TABLE_FILES[name]) for name, frames in collected.tables.items()}
     curves_table = pd.concat(collected.curves, ignore_index=True)
-    curves_table.to_csv(out / "curves.csv", index=False)
+    write_atomically(out / "curves.csv", lambda p: curves_table.to_csv(p, index=False))
 
     notes = [f"Runs: {', '.join(f'{d} ({len(r)} seeds)' for d, r in experiments.items())}."]
     if collected.synthetic:
@@ -287,7 +288,7 @@ def _write(frames: list[pd.DataFrame], path: Path) -> pd.DataFrame | None:
         return None
     table = pd.concat(frames, ignore_index=True)
     if path.suffix == ".parquet":
-        table.to_parquet(path, index=False)
+        write_atomically(path, lambda p: table.to_parquet(p, index=False))
     else:
-        table.to_csv(path, index=False)
+        write_atomically(path, lambda p: table.to_csv(p, index=False))
     return table

@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from xai_lightning.atomic import WriteError
 from xai_lightning.callbacks.ddp import gather_failures, gather_rows
 from xai_lightning.callbacks.sinks import HeatmapPanels, log_pass_to_wandb, print_pass_table, write_pass_csv
 from xai_lightning.errors import ConfigError
@@ -261,7 +262,10 @@ class AttributionCallback(pl.Callback):
         print_pass_table(result)
         # A standalone trainer.validate must not overwrite the file of the fit's pass at that epoch.
         fn = getattr(trainer.state.fn, "value", trainer.state.fn)
-        write_pass_csv(result, self._output_dir(trainer), stage="" if fn in ("fit", "test") else f"_{fn}")
+        try:
+            write_pass_csv(result, self._output_dir(trainer), stage="" if fn in ("fit", "test") else f"_{fn}")
+        except WriteError as error:  # the pass's values are logged already; the training goes on
+            rank_zero_warn(f"[xai] {error}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_pass_to_wandb(logger, result, panels)

@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+from xai_lightning.atomic import write_atomically
 from xai_lightning.data.transforms import denormalize
 from xai_lightning.metrics.names import FAITHFULNESS_METRICS, OVERALL
 from xai_lightning.reporting.heatmaps import heatmap_strip, tiled_mask
@@ -85,10 +86,10 @@ def write_pass_csv(result: PassResult, folder: Path, stage: str = "") -> Path | 
     """``<folder>/<split><stage>_epoch<NNN>.csv``: one row per image with every score and the winner."""
     if not len(result.per_image):
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{result.split}{stage}_epoch{result.epoch:03d}.csv"
-    result.table().to_csv(path, index=False)
-    return path
+    table = result.table()
+    return write_atomically(
+        folder / f"{result.split}{stage}_epoch{result.epoch:03d}.csv", lambda p: table.to_csv(p, index=False)
+    )
 
 
 def log_pass_to_wandb(logger: WandbLogger, result: PassResult, panels: list[Panel]) -> None:
