@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from xai_lightning.evaluation.explanations import stacked_maps
 from xai_lightning.explain import Explainer, build_explainers
 from xai_lightning.explain.engine import BatchExplanation, explain_batch
 from xai_lightning.metrics import (
@@ -125,7 +126,7 @@ def check_run(
         settings=settings,
         seed=seed,
         where=f"{loaded.run.name} {split} checks",
-        known=_stacked(known_maps, image_ids, methods),
+        known=stacked_maps(known_maps, image_ids, methods),
     )
     tables = RunChecks()
     if settings.robustness_samples:
@@ -162,13 +163,6 @@ class _CheckSet:
     where: str
     #: ``{method: (N, H, W)}`` maps of the intact model, when an evaluation computed them already.
     known: dict[str, Tensor] | None
-
-
-def _stacked(known_maps, image_ids: list[str], methods) -> dict[str, Tensor] | None:
-    """``{method: (N, H, W)}`` of the check images in order, or None when ``known_maps`` does not cover them all."""
-    if not known_maps or not all(i in known_maps and set(methods) <= set(known_maps[i]) for i in image_ids):
-        return None
-    return {method: torch.stack([known_maps[i][method] for i in image_ids]) for method in methods}
 
 
 def _robustness(checks: _CheckSet) -> pd.DataFrame:

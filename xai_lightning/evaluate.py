@@ -28,7 +28,7 @@ from xai_lightning.metrics.names import POINTING_TIES
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import LoadedRun, Run, find_runs
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES
-from xai_lightning.scoring import ScoringConfig, select_images
+from xai_lightning.scoring import ScoringConfig
 from xai_lightning.scoring.config import TARGETS
 
 __all__ = [
@@ -205,11 +205,7 @@ def sampled(loaded: LoadedRun, split: str, per_class: int) -> list[tuple[str, st
     The explanation pass keeps these images' maps (when it explains them the way the checks would:
     the label, the same seed), so the checks need not explain the intact model again.
     """
-    if per_class < 1:
-        return []
-    frame = loaded.data.frame(split).reset_index(drop=True)
-    positions = select_images(frame, per_class, seed=CHECK_SEED)
-    return [(split, image_id) for image_id in frame.loc[positions, "image_id"]]
+    return [(split, image_id) for image_id in loaded.sample_ids(split, per_class, CHECK_SEED)] if per_class > 0 else []
 
 
 def scoring_notes(differences: dict[str, dict[str, tuple[Any, Any]]]) -> list[str]:

@@ -256,6 +256,13 @@ class LoadedRun:
         batch = next(iter(torch.utils.data.DataLoader(subset, batch_size=len(positions))))
         return batch, frame.loc[batch["index"].tolist(), "image_id"].tolist()
 
+    def sample_ids(self, split: str, per_class: int | None, seed: int = 0) -> list[str]:
+        """The image ids of :meth:`sample`'s images, without loading them."""
+        from xai_lightning.scoring import select_images
+
+        frame = self.data.frame(split).reset_index(drop=True)
+        return frame.loc[select_images(frame, per_class, seed=seed), "image_id"].tolist()
+
 
 def _lock_holder(lock: Path) -> dict | None:
     try:

@@ -225,6 +225,14 @@ def report_failures(errors: dict[str, BaseException], where: str) -> None:
         warnings.warn(f"{where}: {display} failed on a batch and is left out of it: {error!r}", stacklevel=2)
 
 
+def stacked_maps(known_maps: dict | None, image_ids: list[str], methods) -> dict[str, torch.Tensor] | None:
+    """``{method: (N, H, W)}`` of ``image_ids`` in order from :func:`explain_run`'s kept maps, or None when
+    they do not cover every image and method (the caller then explains them itself)."""
+    if not known_maps or not all(i in known_maps and set(methods) <= set(known_maps[i]) for i in image_ids):
+        return None
+    return {method: torch.stack([known_maps[i][method] for i in image_ids]) for method in methods}
+
+
 @torch.no_grad()
 def example_maps(
     run: Run | LoadedRun,
@@ -245,10 +253,8 @@ def example_maps(
     if sample is None:
         return []
     batch, image_ids = sample
-    known = known_maps or {}
-    if all(i in known and set(methods) <= set(known[i]) for i in image_ids):
-        maps = {name: torch.stack([known[i][name] for i in image_ids]) for name in methods}
-    else:
+    maps = stacked_maps(known_maps, image_ids, methods)
+    if maps is None:
         explained = explain_batch(build_explainers(methods, loaded.model, seed), batch["image"], batch["label"])
         report_failures(explained.errors, f"{loaded.run.name} {split} examples")
         maps = explained.maps

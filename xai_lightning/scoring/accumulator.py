@@ -132,14 +132,16 @@ class PassAccumulator:
         for name, error in scored.errors.items():
             self.errors.setdefault(name, f"{type(error).__name__}: {error}")
         columns = {
-            metric: torch.full((len(scored), len(self.methods)), math.nan, dtype=torch.float64)
+            metric: torch.full(
+                (len(scored), len(self.methods)), math.nan, dtype=torch.float64, device=scored.labels.device
+            )
             for metric in self.config.metrics
         }
         for name, scores in scored.scores.items():
             column = self.methods.index(name)
             for metric, values in scores.items():
                 self.metrics[name][metric].update_scores(values, scored.labels)
-                columns[metric][:, column] = values.cpu()
+                columns[metric][:, column] = values
             self.seconds[name] += scored.seconds[name]
             self.faithfulness_seconds[name] += scored.faithfulness_seconds.get(name, 0.0)
         self.n_images += len(scored)
@@ -157,7 +159,7 @@ class PassAccumulator:
                 ("prediction", scored.predictions),
             )
         }
-        values = {metric: column.numpy() for metric, column in columns.items()}
+        values = {metric: column.cpu().numpy() for metric, column in columns.items()}
         rows = []
         for i, image_id in enumerate(image_ids):
             row: dict[str, Any] = {"image_id": image_id, **{key: self.class_names[ids[key][i]] for key in ids}}

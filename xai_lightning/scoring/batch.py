@@ -36,7 +36,6 @@ class BatchScores:
 
     Attributes:
         labels, targets, predictions: (B,) class indices: the truth, what was explained, what the model said.
-        masks: (B, H, W) bool defect masks.
         maps: ``{method: (B, H, W)}`` of the methods that succeeded.
         scores: ``{method: {metric: (B,) float64}}`` with every metric of ``config.metrics`` (NaN where undefined).
         curves: ``{method: {"deletion" | "insertion": (B, steps + 1)}}`` probabilities, when curves are on.
@@ -47,7 +46,6 @@ class BatchScores:
     labels: Tensor
     targets: Tensor
     predictions: Tensor
-    masks: Tensor
     maps: dict[str, Tensor] = field(default_factory=dict)
     scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
@@ -85,9 +83,7 @@ def score_batch(
     predictions = logits.argmax(dim=1)
     targets = labels if config.target == "label" else predictions
     explained = explain_batch(explainers, images, targets)
-    result = BatchScores(
-        labels=labels, targets=targets, predictions=predictions, masks=masks, errors=dict(explained.errors)
-    )
+    result = BatchScores(labels=labels, targets=targets, predictions=predictions, errors=dict(explained.errors))
     endpoints = _curve_endpoints(model, images, logits, targets, config) if config.faithfulness_steps else None
     for name, maps in explained.maps.items():
         scores: dict[str, Tensor] = {}
