@@ -15,6 +15,12 @@ from pathlib import Path
 from xai_lightning.errors import XaiLightningError
 
 
+#: The process's umask, read once: ``mkstemp`` creates its file readable by the owner only, and a result file
+#: gets the mode a plain ``open(path, "w")`` would have given it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class WriteError(XaiLightningError, OSError):
     """A result file could not be written; the previous version of it, if any, is untouched."""
 
@@ -32,6 +38,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)
         write(Path(temporary))
         os.replace(temporary, path)
     except OSError as error:

@@ -17,11 +17,15 @@ import pytorch_lightning as pl
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_warn
 
 from xai_lightning.callbacks.run_manifest import RunManifest
-from xai_lightning.checkpoints import load_checkpoint
-from xai_lightning.runs import CHECKPOINT_DIR, MANIFEST_FILE, Run, checked_run_name, seed_run_name
+from xai_lightning.callbacks.random_state import RandomState
+from xai_lightning.checkpoints import AtomicCheckpointIO, DamagedCheckpointError, load_checkpoint, newest_loadable
+from xai_lightning.errors import ConfigError
+from xai_lightning.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, MANIFEST_FILE, Run, checked_run_name, seed_run_name
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
@@ -70,6 +74,8 @@ class XaiLightningCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
+                # One last.ckpt per run folder: a resume (also of a moved folder) overwrites it, never adds last-v1.ckpt.
+                "checkpoint.enable_version_counter": False,
             }
         )
         # Read from the built data module, before any data is written: for a synthetic set not written yet the
@@ -102,17 +108,57 @@ class XaiLightningCLI(LightningCLI):
         datamodule = self.datamodule
         if datamodule.is_synthetic:
             pl.utilities.rank_zero_info(f"[xai_lightning] Training on SYNTHETIC data from '{datamodule.root}'.")
-        if self.config.resume and Path(self.config.resume).is_file():
-            load_checkpoint(self.config.resume)  # refuses, with a clear message, a file that could run code
+        resume = self._resume_checkpoint()
         # DDP's re-launched processes (LOCAL_RANK > 0) share the lock of the process that launched them.
         owner = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
         with Run(self.run_dir).lock() if owner else contextlib.nullcontext():
-            self._fit_and_test(datamodule)
+            self._fit_and_test(datamodule, resume)
 
-    def _fit_and_test(self, datamodule) -> None:
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # On whatever callbacks a config lists: a resumed run must draw what the uninterrupted run drew.
+        trainer.callbacks.append(RandomState())
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own checkpoint writer is kept
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _resume_checkpoint(self) -> str | None:
+        """The checkpoint ``--resume`` names, checked: ``last`` is the run's newest checkpoint that loads.
+
+        A damaged checkpoint of the run's own folder (a full disk cut ``last.ckpt`` short) is passed over,
+        with a warning, for the newest one that loads; a file that would run code is always refused.
+        """
+        resume = self.config.resume
+        if not resume:
+            return None
+        folder = Path(self.config.checkpoint.dirpath)
+        if resume == "last":
+            found = newest_loadable(folder, prefer=LAST_CHECKPOINT)
+            if found is None:
+                raise ConfigError(
+                    f"`--resume last`: '{folder}' holds no checkpoint to resume from. Leave out --resume to start "
+                    "the run from scratch, or give --resume the path of a checkpoint file."
+                )
+        else:
+            path = Path(resume)
+            if not path.is_file():
+                raise ConfigError(f"`--resume {resume}`: no such checkpoint file. Use `--resume last` or a .ckpt path.")
+            try:
+                load_checkpoint(path)
+                return str(path)
+            except DamagedCheckpointError:
+                if path.resolve().parent != folder.resolve():
+                    raise  # a file from elsewhere: nothing to fall back on
+                found = newest_loadable(folder, prefer=path.name)
+        path, passed = found
+        for reason in passed:
+            rank_zero_warn(f"{reason} Resuming from '{path}' instead, the newest checkpoint of the run that loads.")
+        return str(path)
+
+    def _fit_and_test(self, datamodule, resume: str | None) -> None:
         exit_code = 1
         try:
-            self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=self.config.resume, weights_only=True)
+            self.trainer.fit(self.model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
             #: Metrics at the end of fit (``trainer.test`` replaces ``callback_metrics``).
             self.fit_metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
             if self.config.test_after_fit and datamodule.split_config.test_fraction > 0:

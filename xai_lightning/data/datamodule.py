@@ -175,7 +175,9 @@ class MVTecDataModule(pl.LightningDataModule):
         return DefectDataset(self.frame(split), self.class_names, transform, reseed=augment, cache=self.image_cache)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True)
+        # Workers start anew each epoch, seeded from torch's generator (which checkpoints hold): persistent workers
+        # would carry their generators across epochs, and a resumed run could not draw what they would have.
+        return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True, persistent=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)
@@ -183,12 +185,12 @@ class MVTecDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
 
-    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool, persistent: bool = True) -> DataLoader:
         if self.image_cache is not None and self.num_workers > 0:
             # Fill the cache here, before the loader's workers exist: each worker is a process with its own
             # copy of the cache, and a shuffled epoch sends it images it has not seen, so caches filled by
             # the workers themselves would still decode about half of epoch 2 (with 2 workers). Forked
-            # workers share what the main process holds, and persistent workers keep it for every epoch.
+            # workers share what the main process holds, in every epoch.
             frame = dataset.frame
             self.image_cache.preload(frame["image_path"], frame["mask_path"], processes=self.num_workers)
         return DataLoader(
@@ -196,6 +198,6 @@ class MVTecDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             pin_memory=False,
         )
