@@ -105,15 +105,11 @@ class Run:
         return (self.path / FINISHED_FILE).is_file()
 
     @property
-    def last_checkpoint(self) -> Path | None:
-        path = self.path / CHECKPOINT_DIR / LAST_CHECKPOINT
-        return path if path.is_file() else None
-
-    @property
     def status(self) -> Literal["finished", "interrupted", "new"]:
+        """``interrupted``: not finished, with a checkpoint to resume from (``last.ckpt`` or an epoch's)."""
         if self.finished:
             return "finished"
-        return "interrupted" if self.last_checkpoint else "new"
+        return "interrupted" if any((self.path / CHECKPOINT_DIR).glob("*.ckpt")) else "new"
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
