@@ -98,20 +98,53 @@ def _break_zlib_stream(path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["image", "mask"])
-def test_a_png_with_a_broken_zlib_stream_is_named_when_it_is_decoded(dataset_copy, kind):
+def test_a_png_with_a_broken_zlib_stream_is_named_by_the_index_check_and_when_decoded(dataset_copy, kind):
     from xai_lightning.data.cache import ResizedImageCache
     from xai_lightning.data.decoding import load_image, load_mask
 
-    index = build_index(dataset_copy)  # verify() cannot see this damage: the index accepts the file
+    index = build_index(dataset_copy)
     row = index[index["label"] == "crack"].iloc[0]
     path = Path(row["image_path"] if kind == "image" else row["mask_path"])
     _break_zlib_stream(path)
     with Image.open(path) as image:
-        image.verify()
-    build_index(dataset_copy)
+        image.verify()  # the damage passes verify(): only a decode finds it
+    with pytest.raises(DatasetError, match=rf"Cannot read image file '{path}'"):
+        build_index(dataset_copy)
+    build_index(dataset_copy, verify_images=False)  # unchecked, the file is named where it is read
     read = load_image if kind == "image" else lambda p: load_mask(p, (1, 1))
     with pytest.raises(DatasetError, match=rf"'{path}' cannot be decoded .*damaged"):
         read(str(path))
     cache = ResizedImageCache(32)
     with pytest.raises(DatasetError, match=rf"'{path}' cannot be decoded"):
         cache.image(str(path)) if kind == "image" else cache.mask(str(path))
+
+
+def test_a_truncated_jpeg_that_passes_verify_is_named_by_the_index_check(dataset_copy):
+    import io
+
+    png = dataset_copy / "hazelnut" / "test" / "print" / "003.png"
+    jpeg = png.with_suffix(".jpg")
+    buffer = io.BytesIO()
+    Image.open(png).convert("RGB").save(buffer, "JPEG")
+    png.unlink()
+    jpeg.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    with Image.open(jpeg) as image:
+        image.verify()
+    with pytest.raises(DatasetError, match=rf"Cannot read image file '{jpeg}'.*truncated"):
+        build_index(dataset_copy)
+
+
+def test_stray_folders_are_not_classes_and_a_broken_class_folder_is_refused(dataset_copy):
+    test_dir = dataset_copy / "hazelnut" / "test"
+    (test_dir / "notes").mkdir()
+    (test_dir / "notes" / "readme.txt").write_text("not an image")
+    (test_dir / "__MACOSX" / "print").mkdir(parents=True)
+    (test_dir / ".ipynb_checkpoints").mkdir()
+    with pytest.warns(UserWarning, match="notes' holds no images; it is not a class"):
+        assert list_classes(dataset_copy, "hazelnut") == ["crack", "cut", "good", "hole", "print"]
+    with pytest.warns(UserWarning, match="notes"):
+        assert set(build_index(dataset_copy)["label"]) == {"crack", "cut", "good", "hole", "print"}
+
+    (test_dir / "scratch").symlink_to(dataset_copy / "moved-away")
+    with pytest.raises(DatasetError, match=r"Class folder '.*scratch' is a link to '.*moved-away', which does not"):
+        build_index(dataset_copy)

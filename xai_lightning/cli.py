@@ -25,7 +25,15 @@ from xai_lightning.callbacks.run_manifest import RunManifest
 from xai_lightning.callbacks.random_state import RandomState
 from xai_lightning.checkpoints import AtomicCheckpointIO, DamagedCheckpointError, load_checkpoint, newest_loadable
 from xai_lightning.errors import ConfigError
-from xai_lightning.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, MANIFEST_FILE, Run, checked_run_name, seed_run_name
+from xai_lightning.runs import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    MANIFEST_FILE,
+    SPLIT_FILE,
+    Run,
+    checked_run_name,
+    seed_run_name,
+)
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.experiment import write_finished
 from xai_lightning.models.multitask import MultiTaskClassifier
@@ -109,6 +117,8 @@ class XaiLightningCLI(LightningCLI):
         if datamodule.is_synthetic:
             pl.utilities.rank_zero_info(f"[xai_lightning] Training on SYNTHETIC data from '{datamodule.root}'.")
         resume = self._resume_checkpoint()
+        if resume and (self.run_dir / SPLIT_FILE).is_file():
+            datamodule.restore_split(self.run_dir / SPLIT_FILE)  # images added since must not move into training
         # DDP's re-launched processes (LOCAL_RANK > 0) share the lock of the process that launched them.
         owner = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
         with Run(self.run_dir).lock() if owner else contextlib.nullcontext():

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from xai_lightning.atomic import write_atomically
 from xai_lightning.checks import CheckSettings, check_run
 from xai_lightning.data.splits import SPLITS
-from xai_lightning.errors import ConfigError
+from xai_lightning.errors import ConfigError, RunError
 from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_maps, explain_run, training_curves
 from xai_lightning.evaluation.explanations import RunExplanations
 from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
@@ -154,9 +154,22 @@ class Collected:
     #: ``{option: (training, evaluation)}`` per run whose evaluation scores differently from its training.
     differences: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
 
+    def merge(self, other: Collected) -> None:
+        """Add another run's share (examples: the first run that has any)."""
+        self.model += other.model
+        self.curves += other.curves
+        for name, frames in other.tables.items():
+            self.tables[name] += frames
+        self.examples = self.examples or other.examples
+        self.synthetic = self.synthetic or other.synthetic
+        self.differences.update(other.differences)
 
-def evaluate_one(run: Run, experiment: str, args: argparse.Namespace, settings: CheckSettings, out: Collected) -> None:
-    """Everything evaluation computes on one run, from one load of its checkpoint and data."""
+
+def evaluate_one(
+    run: Run, experiment: str, args: argparse.Namespace, settings: CheckSettings, out: Collected, examples: bool = True
+) -> None:
+    """Everything evaluation computes on one run, from one load of its checkpoint and data (``examples``: the
+    example heatmap grid too)."""
     loaded = run.load(args.checkpoint)
     out.synthetic = out.synthetic or loaded.data.is_synthetic
     out.model.append(evaluate_run(loaded, tuple(args.splits)).assign(experiment=experiment))
@@ -181,7 +194,7 @@ def evaluate_one(run: Run, experiment: str, args: argparse.Namespace, settings: 
         scoring=scoring,
         keep_maps=[
             *(sampled(loaded, check_split, settings.images_per_class) if reuse else ()),
-            *(sampled(loaded, example_split, EXAMPLES_PER_CLASS) if reuse and not out.examples else ()),
+            *(sampled(loaded, example_split, EXAMPLES_PER_CLASS) if reuse and examples else ()),
         ],
     )
     checked = check_run(
@@ -193,7 +206,7 @@ def evaluate_one(run: Run, experiment: str, args: argparse.Namespace, settings: 
     out.tables["agreement"].append(explained.agreement)
     out.tables["randomization"].append(checked.randomization)
     out.tables["stability"].append(checked.stability)
-    if not out.examples:
+    if examples:
         out.examples = example_maps(
             loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
         )
@@ -228,6 +241,33 @@ def check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"evaluate.py --{option.replace('_', '-')} is {value}; use 1 or more.")
 
 
+def evaluate_all(
+    experiments: dict[Path, list[Run]], args: argparse.Namespace, settings: CheckSettings
+) -> tuple[Collected, Run, dict[str, str]]:
+    """Every run's share of the tables, the first run that succeeded, and ``{experiment/run: error}`` of the others.
+
+    One run's tables join the others' only once all of them are computed: a run that fails adds nothing,
+    and the runs before and after it are still evaluated. Raises :class:`RunError` when every run fails.
+    """
+    collected, first, failed = Collected(), None, {}
+    for directory, runs in experiments.items():
+        for run in tqdm(runs, desc=f"evaluating {directory.name}", unit="run"):
+            share = Collected()
+            try:
+                evaluate_one(run, directory.name, args, settings, share, examples=not collected.examples)
+            except ConfigError:
+                raise  # an option this command was given (--methods ...) that fails every run alike: stop at once
+            except Exception as error:  # noqa: BLE001 - any other failure of one run is reported with the others'
+                failed[f"{directory.name}/{run.name}"] = f"{type(error).__name__}: {error}"
+                print(f"[evaluate] {run.path} failed and is left out: {failed[f'{directory.name}/{run.name}']}")
+                continue
+            collected.merge(share)
+            first = first or run
+    if first is None:
+        raise RunError("Every run failed to evaluate:\n" + "\n".join(f"  {r}: {e}" for r, e in failed.items()))
+    return collected, first, failed
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     check_options(args)
@@ -235,12 +275,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     experiments = {directory: find_runs(directory) for directory in args.experiment_dirs}
     out = args.out or args.experiment_dirs[0] / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    collected = Collected()
-    first = None
-    for directory, runs in experiments.items():
-        for run in tqdm(runs, desc=f"evaluating {directory.name}", unit="run"):
-            evaluate_one(run, directory.name, args, settings, collected)
-            first = first or run
+    collected, first, failed = evaluate_all(experiments, args, settings)
     table = pd.concat(collected.model, ignore_index=True)
     write_atomically(out / "metrics.csv", lambda p: table.to_csv(p, index=False))
     written = {name: _write(frames, out / TABLE_FILES[name]) for name, frames in collected.tables.items()}
@@ -252,6 +287,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         notes.append("Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD.")
     if written["scoring"] is not None:
         notes += scoring_notes(collected.differences)
+    notes += [f"FAILED and left out: {run} ({error})." for run, error in failed.items()]
     report = build_report(
         out,
         table,
@@ -274,6 +310,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(f"\nReport: {report.path}")
     if not args.no_wandb:
         log_report_to_wandb(report, first, name=f"{'+'.join(e.name for e in experiments)}-summary")
+    if failed:
+        print(f"[evaluate] {len(failed)} run(s) failed and are left out: {', '.join(failed)} (see above).")
+    table.attrs["failed"] = failed
     return table
 
 

@@ -205,16 +205,43 @@ class Run:
         except Exception as error:  # a checkpoint from another code version, a truncated file, ...
             raise RunError(f"Checkpoint '{path}' does not load ({type(error).__name__}: {error}).") from error
 
+    @property
+    def manifest(self) -> dict:
+        """The run's ``manifest.json`` ({} for a run without one)."""
+        path = self.path / MANIFEST_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def data_root(self) -> Path:
+        """The run's dataset root; a relative one as seen from where the run was trained, not from here.
+
+        Runs record their working directory in the manifest (older ones the resolved root itself).
+        """
+        root = Path(self.config["data"]["root"])
+        if root.is_absolute():
+            return root
+        manifest = self.manifest
+        if manifest.get("working_dir"):
+            return Path(manifest["working_dir"]) / root
+        recorded = (manifest.get("data") or {}).get("root")
+        return Path(recorded) if recorded and Path(recorded).is_dir() else root
+
     def load_datamodule(self) -> MVTecDataModule:
-        """The run's data module, rebuilt from its saved config (same root, split seed and sizes)."""
+        """The run's data module, rebuilt from its saved config, serving the split it was trained with.
+
+        The split is read from the run's ``split.csv`` (not made anew from what is on disk now, which can
+        differ once images were added); a run without one is split again from its config's split seed.
+        """
         from pytorch_lightning.cli import LightningArgumentParser
 
         from xai_lightning.data.datamodule import MVTecDataModule
 
         parser = LightningArgumentParser(exit_on_error=False)
         parser.add_lightning_class_args(MVTecDataModule, "data", subclass_mode=False)
-        data_config = parser.parse_object({"data": self.config["data"]})
-        return parser.instantiate_classes(data_config).data
+        data_config = parser.parse_object({"data": {**self.config["data"], "root": str(self.data_root())}})
+        data = parser.instantiate_classes(data_config).data
+        if (self.path / SPLIT_FILE).is_file():
+            data.restore_split(self.path / SPLIT_FILE)
+        return data
 
     def load(self, which: Checkpoint = "best") -> LoadedRun:
         """The checkpoint's model in eval mode and the data module set up: everything evaluation reads, once."""
@@ -298,11 +325,23 @@ def find_runs(experiment_dir: str | Path) -> list[Run]:
     candidates = [Run(p) for p in folders if (p / CONFIG_FILE).is_file()]
     runs = [run for run in candidates if run.finished]
     unfinished = [run.name for run in candidates if run not in runs]
+    # A run folder (it has checkpoints or is marked finished) that lost its config cannot be rebuilt: say so.
+    configless = [
+        p.name
+        for p in folders
+        if not (p / CONFIG_FILE).is_file() and ((p / CHECKPOINT_DIR).is_dir() or (p / FINISHED_FILE).is_file())
+    ]
+    if configless:
+        print(
+            f"[evaluate] leaving out run folders without {CONFIG_FILE} in {root}: {', '.join(configless)} "
+            f"(the config is what rebuilds a run's model and data; restore it from the W&B run's files)"
+        )
     if not runs:
         raise RunError(
             f"No finished run in '{root}' (a finished run folder holds {CONFIG_FILE}, {CHECKPOINT_DIR}/ "
             f"and {FINISHED_FILE})"
             + (f"; unfinished: {', '.join(unfinished)}" if unfinished else "")
+            + (f"; without {CONFIG_FILE}: {', '.join(configless)}" if configless else "")
             + ". Train with `python train.py --config ... --experiment_dir "
             + str(root)
             + " --seeds 0-4`; "

@@ -7,6 +7,7 @@ same object also records the data split, package versions and git commit, and lo
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from xai_lightning.provenance import git_state, machine, package_versions
 from xai_lightning.runs import CONFIG_FILE, MANIFEST_FILE, SPLIT_FILE
 
 __all__ = ["CONFIG_FILE", "MANIFEST_FILE", "SPLIT_FILE", "RunManifest"]
-
 
 
 class RunManifest(SaveConfigCallback):
@@ -41,6 +41,8 @@ class RunManifest(SaveConfigCallback):
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seed": self.config.get("seed_everything"),
             "run_name": self.config.get("run_name"),
+            # Relative paths of the config (data.root) are relative to this folder.
+            "working_dir": os.getcwd(),
             "git": git_state(),
             "packages": package_versions(),
             "machine": machine(),

@@ -18,7 +18,7 @@ from xai_lightning.data.cache import ResizedImageCache, default_cache_dir
 from xai_lightning.data.dataset import DefectDataset
 from xai_lightning.data.layout import MARKER_FILE, is_synthetic
 from xai_lightning.data.mvtec import build_index, list_classes
-from xai_lightning.data.splits import SPLITS, SplitConfig, split_summary, stratified_split
+from xai_lightning.data.splits import SPLITS, SplitConfig, restored_split, split_summary, stratified_split
 from xai_lightning.data.synthetic import SyntheticConfig, generate_synthetic_mvtec
 from xai_lightning.data.transforms import AugmentationConfig, eval_transform, train_transform
 from xai_lightning.errors import ConfigError, DatasetError
@@ -160,6 +160,12 @@ class MVTecDataModule(pl.LightningDataModule):
             )
         index = build_index(self.root, self.category, verify_images=self.verify_images)
         self.split_frame = stratified_split(index, self.split_config)
+
+    def restore_split(self, path: str | Path) -> None:
+        """Use the split a run saved (its ``split.csv``) instead of splitting the data anew; see
+        :func:`~xai_lightning.data.splits.restored_split` for images added or removed since."""
+        index = build_index(self.root, self.category, verify_images=self.verify_images)
+        self.split_frame = restored_split(index, pd.read_csv(path, index_col="row"), path)
 
     def frame(self, split: str) -> pd.DataFrame:
         """Rows of one split (``train``, ``val`` or ``test``); index = row id in the split table."""

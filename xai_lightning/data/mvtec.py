@@ -6,6 +6,10 @@ building it verifies the folder layout, the image/mask pairing and the files the
 
 from __future__ import annotations
 
+import os
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +38,40 @@ def list_categories(root: str | Path) -> list[str]:
 def list_classes(root: str | Path, category: str) -> list[str]:
     """Class names of a category: the folders under ``test/`` (``good`` plus the defect types), sorted."""
     category_dir = _category_dir(Path(root), category)
-    return label_order(p.name for p in (category_dir / TEST_DIR).iterdir() if p.is_dir())
+    return label_order(p.name for p in class_folders(category_dir / TEST_DIR))
+
+
+def class_folders(split_dir: Path) -> list[Path]:
+    """The class folders of ``train/`` or ``test/``: sub-folders holding images, sorted by name.
+
+    What an unpacked archive or a file browser leaves there is not a class: hidden folders (``.ipynb_checkpoints``)
+    and ``__MACOSX`` are skipped, and so, with a warning, is a folder without images (``notes/``), which would
+    otherwise become a class with no image. A class folder that cannot be read (a broken link, no permission)
+    is an error: skipping it would silently drop its class.
+    """
+    folders = []
+    for entry in sorted(split_dir.iterdir()):
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_symlink() and not entry.exists():
+            raise DatasetError(
+                f"Class folder '{entry}' is a link to '{os.readlink(entry)}', which does not exist. Restore the "
+                "folder it points to, or remove the link."
+            )
+        if not entry.is_dir():
+            continue
+        try:
+            images = _images_in(entry)
+        except OSError as error:
+            raise DatasetError(
+                f"Class folder '{entry}' cannot be read ({type(error).__name__}: {error}). Fix its permissions, or "
+                "move it out of the dataset."
+            ) from error
+        if not images:
+            warnings.warn(f"'{entry}' holds no images; it is not a class and is ignored.", stacklevel=2)
+            continue
+        folders.append(entry)
+    return folders
 
 
 def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: bool = True) -> pd.DataFrame:
@@ -52,7 +89,7 @@ def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: 
     category_dir = _category_dir(root, category)
     rows: list[dict] = []
     for mvtec_split in MVTEC_SPLITS:
-        for class_dir in sorted(p for p in (category_dir / mvtec_split).iterdir() if p.is_dir()):
+        for class_dir in class_folders(category_dir / mvtec_split):
             for image_path in _images_in(class_dir):
                 label = class_dir.name
                 mask_path = None if label == GOOD else _mask_for(category_dir, label, image_path)
@@ -82,16 +119,17 @@ def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: 
 
 
 def check_files(index: pd.DataFrame) -> None:
-    """Decode-check every image and mask and check that each mask has its image's size.
+    """Decode every image and mask once, and check that each mask has its image's size.
 
-    PIL's ``verify()`` walks every PNG chunk and its checksum without decoding pixels, so it catches
-    truncated and corrupt files for a fraction of a full decode.
+    A full decode, not PIL's ``verify()``: a truncated JPEG, or a PNG whose chunks and checksums are intact
+    but whose compressed data is not, passes ``verify()`` and would fail only when training or testing
+    reaches it. Decoding runs on a thread per core (PIL releases the GIL while it decodes).
     """
-    for row in index.itertuples(index=False):
-        image_size = _verified_size(Path(row.image_path))
-        if has_mask(row.mask_path):
-            mask_size = _verified_size(Path(row.mask_path))
-            if mask_size != image_size:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        images = pool.map(_decoded_size, map(Path, index["image_path"]))
+        masks = pool.map(lambda p: _decoded_size(Path(p)) if has_mask(p) else None, index["mask_path"])
+        for row, image_size, mask_size in zip(index.itertuples(index=False), images, masks):
+            if mask_size is not None and mask_size != image_size:
                 raise DatasetError(
                     f"Mask '{row.mask_path}' is {mask_size[0]}x{mask_size[1]} but its image '{row.image_path}' is "
                     f"{image_size[0]}x{image_size[1]}. A mask must have its image's size: re-export the mask, "
@@ -142,14 +180,14 @@ def _mask_for(category_dir: Path, label: str, image_path: Path) -> Path:
     return mask_path
 
 
-def _verified_size(path: Path) -> tuple[int, int]:
+def _decoded_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, after decoding all of its pixels."""
     try:
         with Image.open(path) as image:
-            size = image.size
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            image.load()
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zlib.error) as error:
         raise DatasetError(
             f"Cannot read image file '{path}' ({type(error).__name__}: {error}). The file is corrupt or not an "
             "image: re-extract it from the dataset archive or remove it."
         ) from error
-    return size

@@ -6,6 +6,7 @@ images; the split is a column of the sample index and is saved with every run.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,3 +115,34 @@ def _split_order(column: pd.Series) -> pd.Series:
     if column.name == "split":
         return column.map(SPLITS.index)
     return column
+
+
+def restored_split(index: pd.DataFrame, saved: pd.DataFrame, source: object = "split.csv") -> pd.DataFrame:
+    """The split a run was trained with (``saved``: its ``split.csv``, index = row id) over the files on disk now.
+
+    Re-splitting what is on disk is not the same split once images were added or removed (each class is
+    shuffled as a whole), and would score training images as validation. Rows, row ids, order and split
+    come from ``saved``; paths and labels from ``index`` (the folder may have moved). An image listed
+    but no longer on disk is left out, and one on disk in ``test/`` but not listed is not scored; both
+    are named in a warning.
+    """
+    if "image_id" not in saved or "split" not in saved:
+        raise DatasetError(f"'{source}' is not a split file: it has no 'image_id' and 'split' columns.")
+    current = index.set_index("image_id")
+    missing = saved.loc[~saved["image_id"].isin(current.index), "image_id"].tolist()
+    unlisted = sorted(set(index.loc[index["mvtec_split"] == TEST_DIR, "image_id"]) - set(saved["image_id"]))
+    if missing:
+        warnings.warn(
+            f"{len(missing)} image(s) of the run's split ('{source}') are no longer on disk and are left out: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}.",
+            stacklevel=2,
+        )
+    if unlisted:
+        warnings.warn(
+            f"{len(unlisted)} image(s) on disk are not in the run's split ('{source}'; added after training?) and "
+            f"are not scored: {', '.join(unlisted[:10])}{' ...' if len(unlisted) > 10 else ''}.",
+            stacklevel=2,
+        )
+    kept = saved[~saved["image_id"].isin(missing)]
+    rows = current.loc[kept["image_id"]].reset_index().set_index(kept.index)
+    return rows.assign(split=kept["split"].to_numpy())[[*index.columns, "split"]]
