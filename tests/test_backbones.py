@@ -114,7 +114,7 @@ def test_vit_at_224_matches_torchvisions_encoder_and_resamples_position_embeddin
     model = torchvision.models.vit_b_16().eval()
     spec = _vit_b_16(model)  # the registry's conversion, on a model whose weights we hold
     patchify, blocks, grid = spec.encoder.patchify, spec.encoder.blocks, spec.encoder.grid
-    assert spec.channels() == (768, 768)  # the dry 64-pixel pass the model's heads are sized by
+    assert spec.stage_shapes() == {"grid": (768, 16)}  # the dry 64-pixel pass the model's heads are sized by
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         reference = model.encoder(torch.cat([model.class_token, model._process_input(images)], dim=1))

@@ -28,7 +28,10 @@ from xai_lightning.models import MultiTaskClassifier
 
 #: The methods this package registers (other test modules add test doubles to the same registry).
 ALL_EXPLAINERS = [
+    "center_prior",
+    "coarsened",
     "deeplift",
+    "edge",
     "gradcam",
     "gradient_shap",
     "guided_backprop",
@@ -447,7 +450,10 @@ def test_registry_errors_and_filtering(resnet: MultiTaskClassifier) -> None:
 #: What explainers.json records for each method with its defaults (on TinyCNN), in this key order:
 #: the record of an existing config must not change when the code moves.
 DEFAULT_RECORDS = {
+    "center_prior": {"sigma": 0.25},
+    "coarsened": {"inner": "saliency", "inner_options": None, "grid": None},
     "deeplift": {"baseline": "zero"},
+    "edge": {"blur_sigma": 0.0},
     "gradcam": {"layer": "features.2"},
     "gradient_shap": {"n_samples": 16, "stdevs": 0.1},
     "guided_backprop": {},
@@ -511,7 +517,7 @@ def test_mean_is_the_one_name_of_the_dataset_mean_baseline_and_zero_its_alias(ti
     images, targets = _batch(16)
     assert torch.equal(make_baseline("mean", images), torch.zeros_like(images))
     assert torch.equal(make_baseline("zero", images), make_baseline("mean", images))
-    assert canonical_baseline("zero") == "mean" and set(EXPLAINER_BASELINES) - {"zero"} <= {"mean", "black"}
+    assert canonical_baseline("zero") == "mean" and set(EXPLAINER_BASELINES) - {"zero"} <= {"mean", "black", "blur"}
     assert CURVE_BASELINES == ("blur", "mean")
     assert torch.equal(baseline_image("blur", images, 2.0), baseline_image("blur", images, blur_sigma=2.0))
     with pytest.raises(ValueError, match="Unknown baseline 'white'"):

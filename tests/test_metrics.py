@@ -32,6 +32,7 @@ from xai_lightning.metrics import (
     pixel_auroc,
     pointing_game,
     relevance_mass_accuracy,
+    top_k_iou,
     top_k_overlap,
     win_credit,
     win_rate,
@@ -452,6 +453,7 @@ def test_localization_scores_equal_the_separate_functions(code_path: str) -> Non
         iou, precision, recall = otsu_iou_precision_recall(a, m)
         expected = {
             "tko": top_k_overlap(a, m, k=kwargs.get("k")),
+            "topk_iou": top_k_iou(a, m, k=kwargs.get("k")),
             "pointing_game": pointing_game(
                 a, m, tolerance=kwargs.get("tolerance", 0), ties=kwargs.get("ties", DEFAULT_POINTING_TIES)
             ),

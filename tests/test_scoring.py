@@ -11,6 +11,7 @@ import yaml
 
 from conftest import smoke_args
 from xai_lightning.errors import ConfigError
+from xai_lightning.evaluation.settings import REFERENCE_METHODS
 from xai_lightning.scoring import SCORING_FILE, ScoringConfig
 
 #: Non-default scoring in every option evaluation must read back from the run.
@@ -95,6 +96,9 @@ def test_evaluation_scores_exactly_what_the_callback_scored_on_the_test_split(sc
     per_image = pd.read_parquet(out / "per_image.parquet")
     per_image = per_image[(per_image["split"] == "test") & (per_image["metric"] != "seconds")]
     recomputed = per_image.pivot_table(index="image_id", columns=["metric", "method"], values="value", dropna=False)
+    # Evaluation adds the model-free references, which the callback did not score: compare the callback's methods.
+    assert set(recomputed.columns.get_level_values("method")) == {*METHODS, *REFERENCE_METHODS}
+    recomputed = recomputed.loc[:, recomputed.columns.get_level_values("method").isin(METHODS)]
     metrics = set(recomputed.columns.get_level_values("metric"))
     assert {"tko", "pointing_game", "pixel_auroc", "deletion_auc", "insertion_auc"} <= metrics
     assert sorted(recomputed.index) == sorted(logged.index) and len(logged) == 8

@@ -89,6 +89,8 @@ class XaiLightningCLI(LightningCLI):
         # Read from the built data module, before any data is written: for a synthetic set not written yet the
         # names come from its counts (MVTecDataModule.class_names), so the model's classes are the labels' classes.
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        # The model's baselines (a black image, the mean image) and image displays depend on the input's scale.
+        parser.link_arguments("data.normalize", "model.normalize_input")
 
     def before_instantiate_classes(self) -> None:
         config = self.config

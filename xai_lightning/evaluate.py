@@ -24,7 +24,7 @@ from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_m
 from xai_lightning.evaluation.explanations import RunExplanations
 from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
-from xai_lightning.metrics.names import POINTING_TIES
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES, POINTING_TIES, WIN_TIES
 from xai_lightning.reporting.report import build_report
 from xai_lightning.runs import LoadedRun, Run, find_runs
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES
@@ -67,21 +67,8 @@ def _top_k(text: str) -> int | float:
         return float(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate the runs of one or more experiments and write a report.")
-    parser.add_argument("experiment_dirs", type=Path, nargs="+", help="experiment folder(s) (or single run folders)")
-    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first experiment>/evaluation)")
-    parser.add_argument(
-        "--methods",
-        nargs="*",
-        default=None,
-        help="attribution methods to recompute (default: those each run's AttributionCallback used); none: skip",
-    )
-    parser.add_argument("--xai-splits", nargs="+", choices=SPLITS, default=["train", "test"])
-    parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every image with a mask")
-    parser.add_argument("--batch-size", type=int, default=8, help="images explained together (the callback's default)")
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scoring overrides: one flag per :class:`~xai_lightning.scoring.ScoringConfig` option but the seed."""
     scoring = parser.add_argument_group(
         "scoring",
         "default: what each run's AttributionCallback recorded (xai/scoring.json); the report names overrides",
@@ -98,6 +85,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="deletion / insertion steps per image and method (0: skip; default: the run's, or 10 when it had none)",
     )
     scoring.add_argument("--faithfulness-baseline", choices=CURVE_BASELINES, default=None)
+    scoring.add_argument(
+        "--only-correct",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score only the images the model classifies correctly (the poster's protocol)",
+    )
+    scoring.add_argument(
+        "--win-ties", choices=WIN_TIES, default=None, help="first_listed reproduces the poster code's argsort flaw"
+    )
+    scoring.add_argument(
+        "--top-k-iou", action=argparse.BooleanOptionalAction, default=None, help="also score the IoU of the top-K set"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate the runs of one or more experiments and write a report.")
+    parser.add_argument("experiment_dirs", type=Path, nargs="+", help="experiment folder(s) (or single run folders)")
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first experiment>/evaluation)")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        help="attribution methods to recompute (default: those each run's AttributionCallback used); none: skip",
+    )
+    parser.add_argument("--xai-splits", nargs="+", choices=SPLITS, default=["train", "test"])
+    parser.add_argument("--max-images-per-class", type=int, default=None, help="default: every image with a mask")
+    parser.add_argument("--batch-size", type=int, default=8, help="images explained together (the callback's default)")
+    add_scoring_arguments(parser)
     checks = parser.add_argument_group(
         "checks", "robustness, randomisation and stability, on a fixed sample of --check-split (they cost many passes)"
     )
@@ -119,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stability-runs", type=int, default=5, help="seeded runs per stochastic method (below 2: skip)"
     )
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
+    parser.add_argument(
+        "--ddof", type=int, choices=(0, 1), default=1, help="std over seeds: 1 (sample std) or 0 (the poster's)"
+    )
     parser.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B summary run")
     return parser
 
@@ -232,6 +252,32 @@ def scoring_notes(differences: dict[str, dict[str, tuple[Any, Any]]]) -> list[st
     return [f"Scoring differs from training: {change} ({', '.join(runs)})." for change, runs in by_change.items()]
 
 
+def weights_notes(experiments: dict[Path, list[Run]]) -> list[str]:
+    """A report line naming the runs whose encoder trained from scratch although ImageNet weights were asked for
+    (``model.pretrained: if_available`` without the weights file)."""
+    scratch = [
+        f"{directory.name}/{run.name}"
+        for directory, runs in experiments.items()
+        for run in runs
+        if (run.config.get("model") or {}).get("pretrained")
+        and run.manifest.get("model", {}).get("weights") == "scratch"
+    ]
+    if not scratch:
+        return []
+    return [f"Weights: FROM SCRATCH, not ImageNet (no weights file when they trained): {', '.join(scratch)}."]
+
+
+def report_win_ties(scoring: pd.DataFrame | None, notes: list[str]) -> str:
+    """The win-rate tie rule of the report: the runs' own (``scoring.csv``) when they agree, else ``fair`` (noted)."""
+    rules = sorted(set(scoring["win_ties"])) if scoring is not None and "win_ties" in scoring else [DEFAULT_WIN_TIES]
+    if len(rules) > 1:
+        notes.append(f"Runs score ties differently ({', '.join(rules)}); the report shares ties fairly.")
+        return DEFAULT_WIN_TIES
+    if rules[0] != DEFAULT_WIN_TIES:
+        notes.append(f"Win-rate ties go to the first-listed method (`win_ties: {rules[0]}`), as in the poster's code.")
+    return rules[0]
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Refuse bad options before any run is loaded (a scoring override is checked against the defaults)."""
     checked_overrides(scoring_overrides(args))
@@ -288,6 +334,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if written["scoring"] is not None:
         notes += scoring_notes(collected.differences)
     notes += [f"FAILED and left out: {run} ({error})." for run, error in failed.items()]
+    notes += weights_notes(experiments)
     report = build_report(
         out,
         table,
@@ -301,6 +348,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         randomization=written["randomization"],
         stability=written["stability"],
         agreement=written["agreement"],
+        ddof=args.ddof,
+        win_ties=report_win_ties(written["scoring"], notes),
     )
     summary = table[table["metric"].isin(["loss", "acc", "balanced_acc", "seg_iou"])]
     print(

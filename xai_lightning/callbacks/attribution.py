@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from xai_lightning.atomic import WriteError
 from xai_lightning.callbacks.ddp import gather_failures, gather_rows
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.callbacks.sinks import HeatmapPanels, log_pass_to_wandb, print_pass_table, write_pass_csv
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, build_explainers, eval_mode, explainer_specs
-from xai_lightning.metrics.names import DEFAULT_POINTING_TIES, FAITHFULNESS_METRICS
+from xai_lightning.metrics.names import DEFAULT_POINTING_TIES, DEFAULT_WIN_TIES, FAITHFULNESS_METRICS
 from xai_lightning.runs import EXPLAINERS_FILE, XAI_DIR
 from xai_lightning.scoring import (
     CurveError,
@@ -66,7 +67,8 @@ class AttributionCallback(pl.Callback):
         log_images: how many images get a heatmap panel per pass (one W&B image each, all methods side by side).
         output_dir: where per-image CSVs, ``explainers.json`` and ``scoring.json`` go (default ``<run dir>/xai``).
         include_good, target, seed, top_k, pointing_tolerance, pointing_ties, faithfulness_steps,
-        faithfulness_baseline: the scoring configuration, see :class:`~xai_lightning.scoring.ScoringConfig`.
+        faithfulness_baseline, only_correct, win_ties, top_k_iou: the scoring configuration, see
+            :class:`~xai_lightning.scoring.ScoringConfig`.
             ``faithfulness_steps`` > 0 adds deletion / insertion areas (``deletion_auc``, lower is better;
             ``insertion_auc``), at ``2 · (steps − 1)`` forward passes per image and method (and one for the
             baseline image), hence off by default.
@@ -90,6 +92,9 @@ class AttributionCallback(pl.Callback):
         output_dir: str | None = None,
         faithfulness_steps: int = 0,
         faithfulness_baseline: Literal["blur", "mean"] = "blur",
+        only_correct: bool = False,
+        win_ties: Literal["fair", "first_listed"] = DEFAULT_WIN_TIES,
+        top_k_iou: bool = False,
     ) -> None:
         super().__init__()
         self.methods = explainer_specs(methods if methods is not None else DEFAULT_METHODS)
@@ -103,6 +108,9 @@ class AttributionCallback(pl.Callback):
             faithfulness_steps=faithfulness_steps,
             faithfulness_baseline=faithfulness_baseline,
             seed=seed,
+            only_correct=only_correct,
+            win_ties=win_ties,
+            top_k_iou=top_k_iou,
         )
         _check_schedule(self.methods, splits, every_n_epochs, max_images_per_class, batch_size, log_images)
         self.every_n_epochs = every_n_epochs
@@ -229,7 +237,7 @@ class AttributionCallback(pl.Callback):
         accumulator = PassAccumulator(
             list(self.explainers), trainer.datamodule.class_names, self.scoring, pl_module.device
         )
-        panels = HeatmapPanels(self.log_images)
+        panels = HeatmapPanels(self.log_images, normalized=input_normalized(pl_module))
         for batch in tqdm(loader, desc=f"xai {split}", unit="batch", disable=not trainer.is_global_zero, leave=False):
             # A method that failed is skipped for the rest of the pass; the others go on.
             explainers = {n: e for n, e in self.explainers.items() if n not in accumulator.errors}

@@ -47,6 +47,9 @@ class RunManifest(SaveConfigCallback):
             "packages": package_versions(),
             "machine": machine(),
         }
+        if getattr(pl_module, "weights_source", None):
+            # `model.pretrained: if_available` decides at build time: say which it was.
+            manifest["model"] = {"weights": pl_module.weights_source}
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 # Lets `--resume` continue the same W&B run instead of starting a second one.
@@ -63,6 +66,8 @@ class RunManifest(SaveConfigCallback):
     @staticmethod
     def _log(trainer: pl.Trainer, run_dir: Path, manifest: dict) -> None:
         summary = {"seed": manifest["seed"], "git_commit": manifest["git"]["commit"], "packages": manifest["packages"]}
+        if "model" in manifest:
+            summary["model_weights"] = manifest["model"]["weights"]
         if "data" in manifest:
             summary["data"] = manifest["data"]
         for logger in trainer.loggers:

@@ -40,13 +40,15 @@ class HeatmapPanels:
     """The first ``budget`` images of a pass with their maps (kept on the host, a few per pass)."""
 
     budget: int
+    #: Whether the images are ImageNet-normalised (``data.normalize``), i.e. need undoing for display.
+    normalized: bool = True
     panels: list[Panel] = field(default_factory=list)
 
     def add(self, batch: dict[str, Any], scored: BatchScores) -> None:
         room = self.budget - len(self.panels)
         if room <= 0:
             return
-        images = denormalize(batch["image"][:room]).permute(0, 2, 3, 1).numpy()
+        images = denormalize(batch["image"][:room], normalized=self.normalized).permute(0, 2, 3, 1).numpy()
         shown = list(scored.maps)
         for i in range(len(images)):
             self.panels.append(

@@ -49,6 +49,10 @@ class MVTecDataModule(pl.LightningDataModule):
         cache_dir: folder of the disk cache; default ``$XDG_CACHE_HOME/xai_lightning/images`` (or
             ``~/.cache/xai_lightning/images``). Outside the dataset on purpose: ``source: mvtec`` never
             writes there, and entries are named by file content, so one folder serves any dataset copy.
+        resize_size: resize to this size first and centre-crop ``image_size`` (e.g. 256 then 224); None resizes
+            straight to ``image_size``.
+        normalize: normalise inputs with the ImageNet statistics (what torchvision's pretrained weights expect);
+            ``false`` feeds [0, 1] values (the poster's pipeline). Linked to ``model.normalize_input``.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class MVTecDataModule(pl.LightningDataModule):
         verify_images: bool = True,
         cache: CacheMode = "memory",
         cache_dir: str | None = None,
+        resize_size: int | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if source not in ("mvtec", "synthetic"):
@@ -99,7 +105,9 @@ class MVTecDataModule(pl.LightningDataModule):
             self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         # One cache for all splits and datasets of this module: the attribution callback and evaluation
         # read the same files as the loaders and find them resized already.
-        self.image_cache = None if cache == "none" else ResizedImageCache(image_size, self.cache_dir)
+        self.resize_size = resize_size
+        self.normalize = normalize
+        self.image_cache = None if cache == "none" else ResizedImageCache(resize_size or image_size, self.cache_dir)
         self.split_frame: pd.DataFrame | None = None
         self.save_hyperparameters()
 
@@ -177,8 +185,14 @@ class MVTecDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, augment: bool = False) -> DefectDataset:
         """A split as a Dataset; ``augment`` applies the training augmentation (reseeded per sample)."""
-        transform = train_transform(self.image_size, self.augmentation) if augment else eval_transform(self.image_size)
+        transform = self.transform(augment)
         return DefectDataset(self.frame(split), self.class_names, transform, reseed=augment, cache=self.image_cache)
+
+    def transform(self, augment: bool = False):
+        """The albumentations pipeline of the splits: training augmentation, or the deterministic evaluation one."""
+        if augment:
+            return train_transform(self.image_size, self.augmentation, self.resize_size, self.normalize)
+        return eval_transform(self.image_size, self.resize_size, self.normalize)
 
     def train_dataloader(self) -> DataLoader:
         # Workers start anew each epoch, seeded from torch's generator (which checkpoints hold): persistent workers

@@ -30,12 +30,15 @@ class SplitConfig:
         max_train_good: how many images of MVTec's ``train/good`` join the pool of ``good`` images
             (a seeded sample; 0 keeps the classes close to balanced).
         seed: the data seed; the same seed gives the same split.
+        test_per_class: a fixed number of test images per class instead of ``test_fraction`` (the poster's
+            split: 4 defect images per class); the rest is split between train and val by their fractions.
     """
 
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_train_good: int = 0
     seed: int = 0
+    test_per_class: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -47,6 +50,8 @@ class SplitConfig:
                 f"`data.split.val_fraction` + `data.split.test_fraction` = {self.val_fraction + self.test_fraction:g}"
                 " leaves nothing to train on; keep their sum below 1."
             )
+        if self.test_per_class is not None and self.test_per_class < 1:
+            raise ConfigError(f"`data.split.test_per_class` is {self.test_per_class}; use 1 or more, or null.")
         if self.max_train_good < 0:
             raise ConfigError(f"`data.split.max_train_good` is {self.max_train_good}; use 0 or a positive count.")
 
@@ -72,7 +77,7 @@ def stratified_split(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     for class_id, (label, rows) in enumerate(sorted(pool.groupby("label"), key=lambda item: item[0])):
         rows = rows.sort_values("image_id")
         order = np.random.default_rng([config.seed, 0, class_id]).permutation(len(rows))
-        counts = _allocate(len(rows), fractions)
+        counts = _allocate(len(rows), fractions, config.test_per_class)
         for split, count in counts.items():
             if count == 0 and fractions[split] > 0:
                 raise DatasetError(_empty_split_message(label, len(rows), split, config))
@@ -101,8 +106,18 @@ def _empty_split_message(label: str, n_images: int, split: str, config: SplitCon
     )
 
 
-def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Cut ``n`` items by ``fractions`` with largest-remainder rounding (counts sum to ``n``)."""
+def _allocate(n: int, fractions: dict[str, float], test_count: int | None = None) -> dict[str, int]:
+    """Cut ``n`` items by ``fractions`` with largest-remainder rounding (counts sum to ``n``); with ``test_count``,
+    that many (at most ``n``) go to test and the rest is cut between train and val by their fractions.
+
+    >>> _allocate(18, {"train": 0.6, "val": 0.2, "test": 0.2}, test_count=4)
+    {'train': 11, 'val': 3, 'test': 4}
+    """
+    if test_count is not None:
+        test = min(test_count, n)
+        share = fractions["val"] / (fractions["train"] + fractions["val"])
+        rest = _allocate(n - test, {"train": 1.0 - share, "val": share, "test": 0.0})
+        return {"train": rest["train"], "val": rest["val"], "test": test}
     exact = {split: n * fractions[split] for split in SPLITS}
     counts = {split: int(np.floor(value)) for split, value in exact.items()}
     by_remainder = sorted(SPLITS, key=lambda s: (-(exact[s] - counts[s]), SPLITS.index(s)))

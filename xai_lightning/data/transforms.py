@@ -56,14 +56,32 @@ class AugmentationConfig:
             raise ConfigError("`data.augmentation.rotate_limit` and `color_jitter` must be >= 0.")
 
 
-def _resize(image_size: int) -> A.Resize:
-    return A.Resize(image_size, image_size, interpolation=IMAGE_INTERPOLATION, mask_interpolation=MASK_INTERPOLATION)
+def _resize(image_size: int, resize_size: int | None = None) -> list:
+    """Resize to ``image_size``; or, with ``resize_size``, resize to it and centre-crop ``image_size`` (as torchvision's
+    ImageNet evaluation does: 256 then 224)."""
+    size = resize_size or image_size
+    steps = [A.Resize(size, size, interpolation=IMAGE_INTERPOLATION, mask_interpolation=MASK_INTERPOLATION)]
+    if resize_size is not None and resize_size != image_size:
+        if resize_size < image_size:
+            raise ConfigError(f"`data.resize_size` ({resize_size}) must be at least `data.image_size` ({image_size}).")
+        steps.append(A.CenterCrop(image_size, image_size))
+    return steps
 
 
-def train_transform(image_size: int, augmentation: AugmentationConfig = AugmentationConfig()) -> A.Compose:
-    """Resize, then flips / rotation / colour jitter applied to image and mask together, then normalise."""
+def _finish(normalize: bool) -> list:
+    """Normalise with the ImageNet statistics (or keep [0, 1] values: ``normalize: false``), then to a tensor."""
+    return [A.Normalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else A.ToFloat(max_value=255), ToTensorV2()]
+
+
+def train_transform(
+    image_size: int,
+    augmentation: AugmentationConfig = AugmentationConfig(),
+    resize_size: int | None = None,
+    normalize: bool = True,
+) -> A.Compose:
+    """Resize (and centre-crop), then flips / rotation / colour jitter on image and mask together, then normalise."""
     aug = augmentation
-    steps = [_resize(image_size)]
+    steps = _resize(image_size, resize_size)
     if aug.hflip:
         steps.append(A.HorizontalFlip(p=aug.hflip))
     if aug.vflip:
@@ -86,22 +104,27 @@ def train_transform(image_size: int, augmentation: AugmentationConfig = Augmenta
         steps.append(
             A.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=0.0, p=aug.color_jitter_p)
         )
-    return A.Compose([*steps, A.Normalize(IMAGENET_MEAN, IMAGENET_STD), ToTensorV2()])
+    return A.Compose([*steps, *_finish(normalize)])
 
 
-def eval_transform(image_size: int) -> A.Compose:
-    """Deterministic: resize (nearest for the mask) and normalise. No random flips at evaluation time."""
-    return A.Compose(
-        [
-            _resize(image_size),
-            A.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ToTensorV2(),
-        ]
-    )
+def eval_transform(image_size: int, resize_size: int | None = None, normalize: bool = True) -> A.Compose:
+    """Deterministic: resize (nearest for the mask), centre-crop with ``resize_size``, normalise. No random flips."""
+    return A.Compose([*_resize(image_size, resize_size), *_finish(normalize)])
 
 
-def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Undo :func:`A.Normalize` on a (B, 3, H, W) or (3, H, W) tensor, for display; values in [0, 1]."""
+def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD, normalized: bool = True):
+    """Undo :func:`A.Normalize` on a (B, 3, H, W) or (3, H, W) tensor, for display; values in [0, 1].
+
+    ``normalized=False``: the images were never normalised (``data.normalize: false``) and are only clamped.
+    """
+    if not normalized:
+        return images.clamp(0, 1)
     mean_t = images.new_tensor(mean).view(-1, 1, 1)
     std_t = images.new_tensor(std).view(-1, 1, 1)
     return (images * std_t + mean_t).clamp(0, 1)
+
+
+def input_normalized(model) -> bool:
+    """Whether ``model`` takes ImageNet-normalised inputs (its ``normalize_input`` hyperparameter; default yes)."""
+    hparams = getattr(model, "hparams", None) or {}
+    return bool(hparams.get("normalize_input", True))

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torchvision.transforms.functional import center_crop
 from tqdm.auto import tqdm
 
 from xai_lightning.data.cache import ResizedImageCache
 from xai_lightning.data.synthetic import shortcut_mask_path, shortcut_settings
-from xai_lightning.data.transforms import denormalize
+from xai_lightning.data.transforms import denormalize, input_normalized
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain import build_explainers
 from xai_lightning.explain.engine import explain_batch
@@ -206,7 +207,9 @@ def _scored_batches(loaded: LoadedRun, explainers, split: str, scoring: ScoringC
 def marker_masks(loaded: LoadedRun) -> ResizedImageCache | None:
     """On known-answer data (``shortcut_fraction`` > 0), a cache that reads the planted markers' masks."""
     data = loaded.data
-    return ResizedImageCache(data.image_size) if data.is_synthetic and shortcut_settings(data.root) else None
+    if not (data.is_synthetic and shortcut_settings(data.root)):
+        return None
+    return ResizedImageCache(data.resize_size or data.image_size)
 
 
 def _marker_scores(markers: ResizedImageCache | None, ids, scored: BatchScores, scoring: ScoringConfig) -> dict:
@@ -214,6 +217,7 @@ def _marker_scores(markers: ResizedImageCache | None, ids, scored: BatchScores, 
     if markers is None:
         return {}
     masks = torch.stack([torch.from_numpy(markers.mask(shortcut_mask_path(p))) > 0 for p in ids["image_path"]])
+    masks = center_crop(masks, list(next(iter(scored.maps.values())).shape[-2:]))  # as the transform crops (resize_size)
     return {method: {"tko_marker": top_k_overlap(maps, masks, k=scoring.top_k)} for method, maps in scored.maps.items()}
 
 
@@ -258,7 +262,7 @@ def example_maps(
         explained = explain_batch(build_explainers(methods, loaded.model, seed), batch["image"], batch["label"])
         report_failures(explained.errors, f"{loaded.run.name} {split} examples")
         maps = explained.maps
-    images = denormalize(batch["image"]).permute(0, 2, 3, 1).numpy()
+    images = denormalize(batch["image"], normalized=input_normalized(loaded.model)).permute(0, 2, 3, 1).numpy()
     return [
         {
             "image": images[i],

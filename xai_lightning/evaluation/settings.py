@@ -14,6 +14,10 @@ from xai_lightning.runs import Run
 from xai_lightning.scoring import ScoringConfig
 from xai_lightning.scoring.config import ScoringOptionError
 
+#: Model-free reference maps every evaluation scores next to the methods asked for: a method that does not beat
+#: the centre prior (hazelnuts are centred) or the image's edges has not shown that it localises anything.
+REFERENCE_METHODS = ("center_prior", "edge")
+
 #: Deletion / insertion steps when the run's callback had the curves off (their cost belongs to evaluation).
 EVALUATION_FAITHFULNESS_STEPS = 10
 
@@ -24,10 +28,11 @@ def configured_methods(run: Run) -> dict[str, dict]:
 
 
 def methods_for(run: Run, requested: list[str] | None) -> dict[str, dict]:
-    """The run's own methods, or the ``requested`` ones (a run's display name or a registry name)."""
+    """The run's own methods, or the ``requested`` ones (a run's display name or a registry name), plus the
+    :data:`REFERENCE_METHODS` they lack; an empty set (``--methods`` alone: model metrics only) stays empty."""
     configured = configured_methods(run)
     if requested is None:
-        return configured
+        return with_references(configured)
     known = set(list_explainers()) | set(configured)
     unknown = [name for name in requested if name not in known]
     if unknown:
@@ -35,7 +40,21 @@ def methods_for(run: Run, requested: list[str] | None) -> dict[str, dict]:
             f"--methods {' '.join(unknown)}: not a method of run '{run.path}' ({', '.join(configured) or 'none'}) "
             f"nor a registered explainer ({', '.join(list_explainers())})."
         )
-    return {name: configured.get(name, {"method": name}) for name in requested}
+    return with_references({name: configured.get(name, {"method": name}) for name in requested})
+
+
+def with_references(methods: dict[str, dict]) -> dict[str, dict]:
+    """``methods`` followed by each :data:`REFERENCE_METHODS` entry not among them (by display or registry name).
+
+    >>> list(with_references({"gradcam": {"method": "gradcam"}, "prior": {"method": "center_prior", "sigma": 0.1}}))
+    ['gradcam', 'prior', 'edge']
+    >>> with_references({})
+    {}
+    """
+    if not methods:
+        return methods
+    present = set(methods) | {spec.get("method") for spec in methods.values()}
+    return {**methods, **{name: {"method": name} for name in REFERENCE_METHODS if name not in present}}
 
 
 def training_scoring(run: Run) -> ScoringConfig:

@@ -33,6 +33,13 @@ def check_non_negative_float(option: str, value: Any) -> float:
     return float(value)
 
 
+def check_positive_float(option: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{option} is {value!r}; it must be a finite number > 0.")
+    return float(value)
+
+
 def check_choice(option: str, value: Any, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
@@ -60,6 +67,11 @@ def positive_int(default: int | None, optional: bool = False) -> Any:
 def non_negative_float(default: float | None, optional: bool = False) -> Any:
     """A finite float option ≥ 0, stored as a float (``None`` also allowed when ``optional``)."""
     return option(default, check_non_negative_float, optional)
+
+
+def positive_float(default: float) -> Any:
+    """A finite float option > 0 (a width or a scale that zero would make undefined), stored as a float."""
+    return option(default, check_positive_float)
 
 
 def one_of(default: str, choices: Sequence[str]) -> Any:

@@ -39,6 +39,7 @@ from xai_lightning.metrics.localization import (
     pixel_auroc,
     pointing_game,
     relevance_mass_accuracy,
+    top_k_iou,
     top_k_overlap,
 )
 from xai_lightning.metrics.names import (
@@ -106,6 +107,7 @@ __all__ = [
     "stability",
     "top_fraction_iou",
     "top_fraction_mask",
+    "top_k_iou",
     "top_k_overlap",
     "win_credit",
     "win_rate",

@@ -43,6 +43,7 @@ __all__ = [
     "pixel_auroc",
     "pointing_game",
     "relevance_mass_accuracy",
+    "top_k_iou",
     "top_k_overlap",
 ]
 
@@ -87,6 +88,28 @@ def _top_k_overlap(rows: SortedRows, k: int | float | None) -> Tensor:  # noqa: 
     # n_tied >= 1 whenever the row is defined (tau itself is a value of the row).
     score = (n_above_in + (kf - n_above) * n_tied_in / n_tied.clamp(min=1)) / kf.clamp(min=1)
     return rows.nan_where_undefined(score)
+
+
+def _top_k_iou(rows: SortedRows, k: int | float | None, tko: Tensor) -> Tensor:  # noqa: PYI041
+    """IoU of the top-K set with the mask, from TKO: ``I = TKO · K`` pixels of the set are in the mask."""
+    kf = _resolve_k(k, rows).to(tko.dtype)
+    intersection = tko * kf
+    return intersection / (kf + rows.n_pos.to(tko.dtype) - intersection)
+
+
+def top_k_iou(attributions: Tensor, masks: Tensor, k: int | float | None = None) -> Tensor:  # noqa: PYI041
+    """IoU of the K most relevant pixels with the mask: ``|S ∩ M| / |S ∪ M|``, S the top-K set (ties as in TKO).
+
+    What the public code behind the hazelnut win-rate poster reports as "Top-K overlap". At K = |M| it is
+    ``TKO / (2 − TKO)``: lower than TKO, but ordered the same way on every image, so it picks the same
+    winners. NaN where TKO is.
+
+    >>> maps, masks = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]]), torch.tensor([[[True, False], [True, False]]])
+    >>> top_k_overlap(maps, masks).item(), round(top_k_iou(maps, masks).item(), 4)  # TKO 1/2, IoU 1/3
+    (0.5, 0.3333)
+    """
+    rows = SortedRows(attributions, masks)
+    return _top_k_iou(rows, k, _top_k_overlap(rows, k))
 
 
 def top_k_overlap(attributions: Tensor, masks: Tensor, k: int | float | None = None) -> Tensor:  # noqa: PYI041
@@ -325,8 +348,10 @@ def localization_scores(
     """
     rows = SortedRows(attributions, masks)
     iou, precision, recall = otsu_row_scores(rows, OTSU_BINS)
+    tko = _top_k_overlap(rows, k)
     return {
-        "tko": _top_k_overlap(rows, k),
+        "tko": tko,
+        "topk_iou": _top_k_iou(rows, k, tko),
         "pointing_game": _pointing_game(rows, tolerance, ties),
         "relevance_mass": _relevance_mass_accuracy(rows),
         "otsu_iou": iou,

@@ -13,6 +13,12 @@ OVERALL = "overall"
 #: Methods whose TKO is within this of an image's best all win it (docs/metrics.md, "Win-rate").
 TIE_TOLERANCE = 1e-9
 
+#: How the win-rate shares an image that several methods tie on: ``fair`` = 1 / #winners each (nothing
+#: depends on the listing order); ``first_listed`` = all of it to the first-listed winner, which is what
+#: an argsort-based ranking does (the hazelnut poster's code). Kept only to reproduce that flaw.
+WIN_TIES = ("fair", "first_listed")
+DEFAULT_WIN_TIES = "fair"
+
 #: How the pointing game scores tied maxima: ``expected`` = their share inside the mask (TKO's tie
 #: rule at K = 1, so a constant map scores chance), ``any`` = a hit when any of them is inside.
 POINTING_TIES = ("expected", "any")
@@ -21,6 +27,7 @@ DEFAULT_POINTING_TIES = "expected"
 #: Per-image localisation metrics against the defect mask, in table order.
 LOCALIZATION_METRICS = (
     "tko",
+    "topk_iou",
     "pointing_game",
     "relevance_mass",
     "otsu_iou",
@@ -40,6 +47,7 @@ METRIC_LABELS = {
     "win_rate": "win-rate",
     "tko": "TKO",
     "tko_marker": "TKO vs marker",
+    "topk_iou": "top-K IoU",
     "pointing_game": "pointing game",
     "relevance_mass": "relevance mass",
     "otsu_iou": "Otsu IoU",

@@ -1,4 +1,4 @@
-"""Win-rate of attribution methods: which method localises each defect best, ties shared fairly.
+"""Win-rate of attribution methods: which method localises each defect best, ties shared fairly (by default).
 
 The functional ``win_credit`` scores one batch; ``WinRate`` accumulates it per defect class, DDP-synced.
 
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from xai_lightning.metrics.names import OVERALL, TIE_TOLERANCE
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES, OVERALL, TIE_TOLERANCE, WIN_TIES
 
 __all__ = ["win_credit", "win_rate", "WinRate"]
 
@@ -26,12 +26,14 @@ __all__ = ["win_credit", "win_rate", "WinRate"]
 RESERVED_KEYS = frozenset({OVERALL, "n_images", "n_excluded"})
 
 
-def win_credit(tko: Tensor, atol: float = TIE_TOLERANCE) -> Tensor:
+def win_credit(tko: Tensor, atol: float = TIE_TOLERANCE, ties: str = DEFAULT_WIN_TIES) -> Tensor:
     """Credit of each method on each image.
 
     Args:
         tko: (B, n_methods) top-K overlaps, one row per image.
         atol: methods within ``atol`` of the row's maximum all win.
+        ties: ``fair`` shares a tie; ``first_listed`` gives it all to the first winner in column order
+            (the poster code's argsort flaw: with three methods tied, the first scores 1, not 1/3).
 
     Returns:
         (B, n_methods) credits: ``1 / #winners`` for winners, 0 for the rest;
@@ -43,6 +45,8 @@ def win_credit(tko: Tensor, atol: float = TIE_TOLERANCE) -> Tensor:
         tensor([[0.5000, 0.5000, 0.0000],
                 [0.0000, 1.0000, 0.0000],
                 [   nan,    nan,    nan]])
+        >>> win_credit(torch.tensor([[0.5, 0.5, 0.2]]), ties="first_listed")
+        tensor([[1., 0., 0.]])
     """
     if tko.ndim != 2:
         raise ValueError(f"tko must have shape (B, n_methods), got {tuple(tko.shape)}")
@@ -50,14 +54,21 @@ def win_credit(tko: Tensor, atol: float = TIE_TOLERANCE) -> Tensor:
         tko = tko.to(torch.float32)
     # Comparing every method with the row maximum (not with its neighbour in a
     # sorted order) makes the winner set independent of the listing order.
+    if ties not in WIN_TIES:
+        raise ValueError(f"ties is {ties!r}; use one of {', '.join(WIN_TIES)}")
     best = tko.amax(dim=1, keepdim=True)
     winners = (best - tko).abs() <= atol
+    if ties == "first_listed":
+        first = winners.to(torch.int8).argmax(dim=1, keepdim=True)  # argmax returns the first maximum
+        winners = torch.zeros_like(winners).scatter_(1, first, True) & winners.any(dim=1, keepdim=True)
     credit = winners.to(tko.dtype) / winners.sum(dim=1, keepdim=True).clamp(min=1).to(tko.dtype)
     excluded = ~torch.isfinite(tko).all(dim=1, keepdim=True)
     return credit.masked_fill(excluded, float("nan"))
 
 
-def win_rate(tko: Tensor, method_names: Sequence[str], atol: float = TIE_TOLERANCE) -> tuple[dict[str, float], int]:
+def win_rate(
+    tko: Tensor, method_names: Sequence[str], atol: float = TIE_TOLERANCE, ties: str = DEFAULT_WIN_TIES
+) -> tuple[dict[str, float], int]:
     """Win-rate of each method over a set of images, on the host.
 
     A convenience for scripts and notebooks (it copies the result to the CPU);
@@ -74,7 +85,7 @@ def win_rate(tko: Tensor, method_names: Sequence[str], atol: float = TIE_TOLERAN
     """
     if tko.ndim != 2 or tko.shape[1] != len(method_names):
         raise ValueError(f"tko must have shape (B, {len(method_names)}), got {tuple(tko.shape)}")
-    credit = win_credit(tko, atol=atol)
+    credit = win_credit(tko, atol=atol, ties=ties)
     included = torch.isfinite(credit).all(dim=1)
     n_included = int(included.sum())
     rates = credit[included].sum(dim=0) / n_included if n_included else torch.full((len(method_names),), float("nan"))
@@ -134,6 +145,7 @@ class WinRate(Metric):
         class_names: names of the label values 0..C-1 (e.g. MVTec defect types).
         num_classes: number of classes when no names are given.
         atol: tolerance within which two TKOs tie.
+        ties: how a tie is credited (:data:`~xai_lightning.metrics.names.WIN_TIES`).
 
     Example:
         >>> metric = WinRate(["gradcam", "ig"], class_names=["crack", "hole"])
@@ -159,6 +171,7 @@ class WinRate(Metric):
         class_names: Sequence[str] | None = None,
         num_classes: int | None = None,
         atol: float = TIE_TOLERANCE,
+        ties: str = DEFAULT_WIN_TIES,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -168,7 +181,7 @@ class WinRate(Metric):
         if len(set(self.method_names)) != len(self.method_names):
             raise ValueError(f"method_names must be unique, got {self.method_names}")
         self.class_names, self.per_class = resolve_class_names(num_classes, class_names)
-        self.atol = atol
+        self.atol, self.ties = atol, ties
         n_classes, n_methods = len(self.class_names), len(self.method_names)
         # float64: credits like 1/3 summed over thousands of images stay exact to ~1e-13.
         self.add_state("credit_sum", torch.zeros(n_classes, n_methods, dtype=torch.float64), dist_reduce_fx="sum")
@@ -180,7 +193,7 @@ class WinRate(Metric):
         if tko.ndim != 2 or tko.shape[1] != len(self.method_names):
             raise ValueError(f"tko must have shape (B, {len(self.method_names)}), got {tuple(tko.shape)}")
         labels = labels_or_zeros(labels, tko.shape[0], self.credit_sum.device, self.per_class)
-        credit = win_credit(tko.to(self.credit_sum.device), atol=self.atol)
+        credit = win_credit(tko.to(self.credit_sum.device), atol=self.atol, ties=self.ties)
         included = torch.isfinite(credit).all(dim=1)
         # index_add_ with zeroed rows instead of boolean indexing: no host sync.
         self.credit_sum.index_add_(0, labels, torch.where(included[:, None], credit, 0.0).to(self.credit_sum.dtype))
@@ -193,6 +206,7 @@ class WinRate(Metric):
         ``"overall"`` pools images over classes; a class without included
         images has NaN rates.
         """
+
         def rates(credit: Tensor, count: Tensor) -> dict[str, Tensor]:
             values = credit / count.to(credit.dtype)  # 0/0 gives NaN for a class without images
             return dict(zip(self.method_names, values.unbind(0)))

@@ -11,6 +11,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.error import URLError
 
 import torch
@@ -38,16 +39,17 @@ class Backbone:
     skip_stage: str
     cam_layer: str
 
-    def channels(self) -> tuple[int, int]:
-        """(skip channels, deep channels), measured with one dry forward pass on a small input."""
-        x = torch.zeros(1, 3, 64, 64)
-        skip = None
+    def stage_shapes(self, size: int = 64) -> dict[str, tuple[int, int]]:
+        """``{stage: (channels, stride)}`` of the stages that output a feature map (B, C, h, w), in order,
+        measured with one dry forward pass on a ``size``² input (a ViT's token stages are left out)."""
+        x = torch.zeros(1, 3, size, size)
+        shapes = {}
         with torch.no_grad():
             for stage_name, stage in self.encoder.named_children():
                 x = stage(x)
-                if stage_name == self.skip_stage:
-                    skip = x
-        return skip.shape[1], x.shape[1]
+                if x.dim() == 4:
+                    shapes[stage_name] = (x.shape[1], size // x.shape[-1])
+        return shapes
 
 
 #: What a registry entry does: turn the torchvision model of the same name into a :class:`Backbone`.
@@ -136,6 +138,12 @@ def create_backbone(name: str, pretrained: bool = False) -> Backbone:
     backbone = _REGISTRY[name](model)
     backbone.name = name
     return backbone
+
+
+def pretrained_weights_cached(name: str) -> bool:
+    """Whether torchvision's default ImageNet weights of backbone ``name`` are in its cache (no download needed)."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    return (Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]).is_file()
 
 
 def _resnet(model: nn.Module) -> Backbone:

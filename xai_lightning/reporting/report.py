@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES
+
 from xai_lightning.reporting import figures
 from xai_lightning.reporting.check_sections import across_experiments_section, cost_section, truth_section
 from xai_lightning.reporting.check_summaries import randomization_summary
@@ -39,12 +41,19 @@ def build_report(
     randomization: pd.DataFrame | None = None,
     stability: pd.DataFrame | None = None,
     agreement: pd.DataFrame | None = None,
+    hierarchical_n_boot: int | None = None,
+    ddof: int = 1,
+    win_ties: str = DEFAULT_WIN_TIES,
 ) -> Report:
     """Write tables (CSV, Markdown, LaTeX), figures (PNG) and ``report.md`` into ``out_dir``.
 
     Tables: model metrics per split; win-rate per split × class × method; TKO and the other
     localisation metrics per split × class × method — each mean ± std over seeds. Significance:
-    paired Wilcoxon tests and bootstrap CIs of each pair's win-rate and TKO difference on each split.
+    paired Wilcoxon tests and bootstrap CIs of each pair's win-rate and TKO difference on each split
+    (claims resting on seeds), then a hierarchical bootstrap over seeds and images (claims resting on
+    both) of each method's mean, each pair's difference and each method against the best reference
+    baseline, with ``hierarchical_n_boot`` replicates (default: ``n_boot``, at most
+    ``HIERARCHICAL_N_BOOT``).
 
     Whether the explanations tell the truth (each part left out when its frame is None or empty):
     ``faithfulness_curves`` (experiment, run, seed, split, method, curve, fraction, probability,
@@ -56,14 +65,19 @@ def build_report(
     more than TKO (or ``randomization`` is given), and with several experiments an
     "Across experiments" table ranks the methods per experiment (per backbone, when ``per_image``
     has a ``backbone`` column that tells them apart).
+
+    ``ddof`` is the std over seeds of the model, win-rate and localisation tables (1: the sample std; 0: the
+    population std the poster's tables use); ``win_ties`` the win-rate's tie rule (``fair`` or ``first_listed``).
     """
     out = Path(out_dir)
     writer = ReportWriter(Report(path=out / "report.md"), out)
-    sections = [model_section(writer, model_metrics)]
+    sections = [model_section(writer, model_metrics, ddof)]
     per_seed: pd.DataFrame | None = None
     methods: list[str] | None = None
     if given(per_image):
-        per_seed, methods, seed_parts = seed_sections(writer, per_image, n_boot)
+        per_seed, methods, seed_parts = seed_sections(
+            writer, per_image, n_boot, hierarchical_n_boot, ddof=ddof, win_ties=win_ties
+        )
         sections += seed_parts
     randomized = randomization_summary(randomization) if given(randomization) else None
     sections.append(truth_section(writer, faithfulness_curves, randomized, stability, agreement, methods, per_image))

@@ -1,7 +1,7 @@
 """The parts report.md is built from: the Report being written, its sections, and the sections on results over seeds.
 
-Model metrics, win-rate and TKO tables, the other metrics and the significance tests, each one function; the checks'
-sections are in :mod:`.check_sections`.
+Model metrics, win-rate and TKO tables, the other metrics, the significance tests and the hierarchical bootstrap, each
+one function; the checks' sections are in :mod:`.check_sections`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from xai_lightning.metrics.names import OVERALL
+from xai_lightning.data.splits import SPLITS
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES, OVERALL, metric_label
 from xai_lightning.reporting import figures
+from xai_lightning.reporting.hierarchical import (
+    HIERARCHICAL_N_BOOT,
+    REFERENCE_METHODS,
+    beats_best_reference,
+    hierarchical_comparisons,
+    hierarchical_means,
+    image_values,
+)
 from xai_lightning.reporting.seeds import across_seeds, excluded_counts, latest_split, per_seed_summary
 from xai_lightning.reporting.significance import paired_comparisons, significance_sentences
 from xai_lightning.reporting.tables import mean_std_table, to_markdown, write_table
@@ -25,6 +34,9 @@ LOCALIZATION_SECTIONS = {"win_rate": "Win-rate", "tko": "Top-K overlap"}
 OWN_SECTION_METRICS = ("win_rate", "tko", "seconds")
 #: The metrics whose differences between methods are tested for significance, on every split.
 COMPARED_METRICS = ("win_rate", "tko")
+#: Below this many seeds the report warns that the hierarchical CIs see little of the seed-to-seed variation
+#: (also the fewest seeds with which the per-seed Wilcoxon test can reach p < 0.05).
+FEW_SEEDS = 6
 
 
 @dataclass
@@ -120,12 +132,12 @@ def given(frame: pd.DataFrame | None) -> bool:
     return frame is not None and len(frame) > 0
 
 
-def model_section(writer: ReportWriter, model_metrics: pd.DataFrame) -> Section:
-    """Section "Model metrics per split": loss, accuracy and segmentation IoU, mean ± std over seeds."""
+def model_section(writer: ReportWriter, model_metrics: pd.DataFrame, ddof: int = 1) -> Section:
+    """Section "Model metrics per split": loss, accuracy and segmentation IoU, mean ± std (``ddof``) over seeds."""
     model = model_metrics.drop(columns=["run"], errors="ignore")
     model = model[model["metric"].isin(MODEL_METRICS)]
     order = {"metric": MODEL_METRICS}
-    table = mean_std_table(across_seeds(model), rows=["experiment", "split"], columns="metric", order=order)
+    table = mean_std_table(across_seeds(model, ddof=ddof), rows=["experiment", "split"], columns="metric", order=order)
     return Section("Model metrics per split", writer.table("model_metrics", table, "Model metrics per split"))
 
 
@@ -175,27 +187,188 @@ def significance_section(writer: ReportWriter, per_seed: pd.DataFrame, methods: 
     writer.report.sentences = significance_sentences(comparisons)
     explanation = (
         "Paired over seeds: Wilcoxon signed-rank p-value and a 95 % bootstrap CI of the mean difference; "
-        "a difference *holds* when the CI excludes 0 and p < 0.05."
+        "a difference *holds* when the CI excludes 0 and p < 0.05. These claims rest on seeds: "
+        "n = the number of seeds, each seed one value (its mean over the images)."
     )
     return Section("Which differences hold", [explanation, "", *[f"- {s}" for s in writer.report.sentences], ""])
 
 
+def _levels_paragraph(means: pd.DataFrame) -> str:
+    """The paragraph that says which level (seeds, or seeds and images) each claim of the section rests on."""
+    seeds = int(means["n_seeds"].max())
+    low, high = int(means["n_images"].min()), int(means["n_images"].max())
+    images = f"{high}" if low == high else f"{low}–{high}"
+    few_seeds = (
+        f" With {seeds} seeds, resampling seeds sees little of how much training runs differ, so these CIs can be "
+        "too narrow across seeds."
+        if seeds < FEW_SEEDS
+        else ""
+    )
+    return (
+        f"**Which level each claim rests on.** The per-seed comparisons above (Wilcoxon and bootstrap) rest on seeds "
+        f"alone (n = {seeds} seeds): they ask whether another training seed would change the result on these same "
+        f"test images. The claims below rest on seeds and images (hierarchical bootstrap, n = {seeds} seeds × "
+        f"{images} images): every replicate resamples the seeds and the images, one image draw shared by all seeds "
+        "since they re-use the same test images, so a difference carried by a few images does not hold. "
+        "Paired: both methods of a difference see the same resampled seeds and images." + few_seeds
+    )
+
+
+def _ci_text(row: dict, digits: int = 3) -> str:
+    return f"{row['mean_diff']:+.{digits}f} ({row['ci_low']:.{digits}f} to {row['ci_high']:.{digits}f})"
+
+
+def _pair_sentences(pairs: pd.DataFrame, per_seed: pd.DataFrame | None, prefix: dict) -> list[str]:
+    """Per experiment × split × metric: how many pairs hold at each level, and the per-seed claims images undo."""
+    key = ["experiment", "split", "metric", "method_a", "method_b"]
+    if per_seed is not None and len(per_seed):
+        pairs = pairs.merge(per_seed[key + ["holds"]].rename(columns={"holds": "holds_per_seed"}), on=key, how="left")
+    lines = []
+    for (experiment, split, metric), rows in pairs.groupby(["experiment", "split", "metric"], sort=False):
+        what = f"{prefix[experiment]}{split} {metric_label(metric)}"
+        line = f"{what}: {int(rows['holds'].sum())} of {len(rows)} pairs hold"
+        if "holds_per_seed" not in rows:
+            lines.append(line + " over seeds and images.")
+            continue
+        # eq() reads a pair without a per-seed verdict (NaN) as not holding.
+        per_seed_holds = rows["holds_per_seed"].eq(True)
+        undone = rows[per_seed_holds & ~rows["holds"]]
+        names = ", ".join(f"{a} vs {b}" for a, b in zip(undone["method_a"], undone["method_b"])) or "none"
+        lines.append(
+            f"{line} over seeds and images, {int(per_seed_holds.sum())} per seed. "
+            f"Held per seed but not over images: {names}."
+        )
+    return lines
+
+
+def _reference_sentences(beats: pd.DataFrame, means: pd.DataFrame, prefix: dict, level: str) -> list[str]:
+    """Per experiment × split × metric: the best reference, the methods that beat it and the CI of each difference."""
+    lines = []
+    for (experiment, split, metric), rows in means.groupby(["experiment", "split", "metric"], sort=False):
+        what = f"{prefix[experiment]}{split} {metric_label(metric)}"
+        compared = beats[(beats["experiment"] == experiment) & (beats["split"] == split) & (beats["metric"] == metric)]
+        if compared.empty:
+            run = set(rows["method"]) & set(REFERENCE_METHODS)
+            names = ", ".join(REFERENCE_METHODS)
+            reason = "only references were run" if run else f"no reference ({names}) was run"
+            lines.append(f"{what}: {reason}; the comparison with the best reference is skipped.")
+            continue
+        first = compared.iloc[0]
+        winners = [f"{r['method']} {_ci_text(r)}" for r in compared[compared["beats"]].to_dict("records")]
+        others = [f"{r['method']} {_ci_text(r)}" for r in compared[~compared["beats"]].to_dict("records")]
+        lines.append(
+            f"{what}: best reference {first['reference']} ({first['reference_mean']:.3f}); "
+            f"{len(winners)} of {len(compared)} methods beat it ({level} of the difference above 0): "
+            f"{', '.join(winners) or 'none'}. Not shown to beat it: {', '.join(others) or 'none'}."
+        )
+    return lines
+
+
+def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames one below the other; empty ones (a split without any reference) left out, their columns kept."""
+    full = [f for f in frames if len(f)]
+    return pd.concat(full, ignore_index=True) if full else frames[0]
+
+
+def _split_order(per_image: pd.DataFrame) -> list[str]:
+    present = set(per_image["split"].unique())
+    return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+
+def hierarchical_subsections(
+    writer: ReportWriter,
+    per_image: pd.DataFrame,
+    methods: list[str],
+    n_boot: int = HIERARCHICAL_N_BOOT,
+    per_seed_comparisons: pd.DataFrame | None = None,
+    win_ties: str = DEFAULT_WIN_TIES,
+) -> list[tuple[str, list[str]]]:
+    """Subsections "Seeds and images" and "Beating the best reference" of "Which differences hold" (none without TKO).
+
+    The hierarchical bootstrap of :mod:`.hierarchical` for every metric of ``COMPARED_METRICS`` on every split:
+    each method's mean with its CI (``tables/hierarchical``), every pair's paired difference
+    (``tables/hierarchical_pairs``, summarised in sentences next to ``per_seed_comparisons``, the per-seed verdicts)
+    and each method against the best reference (``tables/beats_reference``).
+    """
+    means, pairs, beats = [], [], []
+    for metric in COMPARED_METRICS:
+        values = image_values(per_image, metric, win_ties=win_ties)
+        for split in _split_order(per_image):
+            # A method that has no value of this metric on this split has nothing to resample.
+            run = set(values.loc[values["split"] == split, "method"].unique())
+            present = [m for m in methods if m in run]
+            if not present:
+                continue
+            means.append(hierarchical_means(values, split, present, n_boot=n_boot))
+            pairs.append(hierarchical_comparisons(values, split, present, n_boot=n_boot))
+            beats.append(beats_best_reference(values, split, present, n_boot=n_boot))
+    if not means:
+        return []
+    means, pairs, beats = _stack(means), _stack(pairs), _stack(beats)
+    experiments = means["experiment"].unique()
+    prefix = {e: (f"{e}, " if len(experiments) > 1 else "") for e in experiments}
+    level = f"{100 * (1 - float(means['alpha'].iloc[0])):g} % CI"
+
+    write_table(
+        pairs.drop(columns=["alpha"]),
+        writer.tables_dir,
+        "hierarchical_pairs",
+        caption=f"Paired differences over seeds and images (hierarchical bootstrap, {level})",
+    )
+    writer.report.tables["hierarchical_pairs"] = pairs
+    caption = f"Mean per method over seeds and images, hierarchical bootstrap {level}"
+    means_lines = writer.table("hierarchical", means.drop(columns=["alpha"]), caption, md_prefix=caption)
+    seeds_and_images = [_levels_paragraph(means), "", *means_lines]
+    seeds_and_images += [*[f"- {s}" for s in _pair_sentences(pairs, per_seed_comparisons, prefix)], ""]
+
+    references = (
+        f"References: {', '.join(REFERENCE_METHODS)} (segmentation_head is trained on the masks, an upper reference, "
+        "not one to beat). Per split and metric the best reference is the one with the highest mean; a method "
+        f"*beats* it when the {level} of the paired difference lies above 0 (seeds and images)."
+    )
+    reference_lines = [references, ""]
+    if len(beats):
+        caption = f"Each method against the best reference, hierarchical bootstrap {level}"
+        reference_lines += writer.table("beats_reference", beats.drop(columns=["alpha"]), caption, md_prefix=caption)
+    reference_lines += [*[f"- {s}" for s in _reference_sentences(beats, means, prefix, level)], ""]
+    return [
+        ("Seeds and images: hierarchical bootstrap", seeds_and_images),
+        ("Beating the best reference", reference_lines),
+    ]
+
+
 def seed_sections(
-    writer: ReportWriter, per_image: pd.DataFrame, n_boot: int
+    writer: ReportWriter,
+    per_image: pd.DataFrame,
+    n_boot: int,
+    hierarchical_n_boot: int | None = None,
+    *,
+    ddof: int = 1,
+    win_ties: str = DEFAULT_WIN_TIES,
 ) -> tuple[pd.DataFrame, list[str], list[Section]]:
-    """The sections on localisation over seeds, their figures and side tables.
+    """The sections on localisation over seeds (std with ``ddof``; ties by ``win_ties``), figures and side tables.
+
+    ``hierarchical_n_boot`` is the hierarchical bootstrap's number of replicates, by default ``n_boot`` up to
+    ``HIERARCHICAL_N_BOOT`` (each of its replicates resamples every image, so it costs far more than one per seed).
 
     Returns:
         The per-seed summary, the methods in report order and the sections (win-rate, TKO, other
-        metrics, significance).
+        metrics, significance with the hierarchical bootstrap as its subsections).
     """
-    per_seed = per_seed_summary(per_image)
+    per_seed = per_seed_summary(per_image, win_ties=win_ties)
     per_seed.to_csv(writer.tables_dir / "per_seed.csv", index=False)
-    across = across_seeds(per_seed)
+    across = across_seeds(per_seed, ddof=ddof)
     methods = method_order(across)
     sections = [*localization_sections(writer, across, methods), other_metrics_section(writer, across, methods)]
     excluded_counts(per_image).to_csv(writer.tables_dir / "excluded_images.csv", index=False)
-    sections.append(significance_section(writer, per_seed, methods, n_boot))
+    significance = significance_section(writer, per_seed, methods, n_boot)
+    if hierarchical_n_boot is None:
+        hierarchical_n_boot = min(n_boot, HIERARCHICAL_N_BOOT)
+    comparisons = writer.report.tables["comparisons"]
+    significance.subsections += hierarchical_subsections(
+        writer, per_image, methods, hierarchical_n_boot, comparisons, win_ties=win_ties
+    )
+    sections.append(significance)
     split = latest_split(across)
     writer.figure("win_rate_bars", figures.win_rate_bars, across, split=split, methods=methods)
     writer.figure(

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from xai_lightning.data.splits import SPLITS
-from xai_lightning.metrics.names import OVERALL, TIE_TOLERANCE
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES, OVERALL, TIE_TOLERANCE
 from xai_lightning.metrics.winrate import win_credit
 
 __all__ = [
@@ -89,7 +89,7 @@ def _tko_rows(per_image: pd.DataFrame, methods: Sequence[str] | None) -> pd.Data
     return tko.assign(value=finite(tko["value"]))
 
 
-def _row_credits(tko: pd.DataFrame, methods: Sequence[str] | None, atol: float) -> np.ndarray:
+def _row_credits(tko: pd.DataFrame, methods: Sequence[str] | None, atol: float, ties: str) -> np.ndarray:
     """Each row's win credit, NaN where its image is excluded, from :func:`metrics.winrate.win_credit`.
 
     The metric the callback logs scores an (images × methods) matrix; each run becomes one such
@@ -109,7 +109,7 @@ def _row_credits(tko: pd.DataFrame, methods: Sequence[str] | None, atol: float) 
         column = names.get_indexer(frame["method"])
         scores = np.full((image.max() + 1, len(names)), np.nan)
         scores[image, column] = frame["value"].to_numpy(dtype="float64")
-        credit[rows] = win_credit(torch.from_numpy(scores), atol=atol).numpy()[image, column]
+        credit[rows] = win_credit(torch.from_numpy(scores), atol=atol, ties=ties).numpy()[image, column]
     return credit
 
 
@@ -117,8 +117,12 @@ def win_credits(
     per_image: pd.DataFrame,
     methods: Sequence[str] | None = None,
     atol: float = TIE_TOLERANCE,
+    ties: str = DEFAULT_WIN_TIES,
 ) -> pd.DataFrame:
     """Win credit of each method on each image, from the ``tko`` rows of ``per_image``.
+
+    ``ties="first_listed"`` hands a tie to the first of ``methods`` (or of each run's method order)
+    instead of sharing it (see :data:`~xai_lightning.metrics.names.WIN_TIES`).
 
     Per image the winners are the methods whose TKO is within ``atol`` of the
     image's best; each winner gets ``1 / #winners``, every other method 0. The
@@ -126,7 +130,7 @@ def win_credits(
     that experiment × seed × split). An image where any compared method's TKO is
     NaN (empty mask) or missing is excluded: its rows keep ``value`` NaN and
     ``excluded`` True, so they can be counted (``excluded_counts``) rather than
-    silently dropped. Nothing depends on the order in which methods are listed.
+    silently dropped. Under the fair rule nothing depends on the order in which methods are listed.
 
     Returns:
         The tko rows of the compared methods with ``metric = "win_credit"``, the
@@ -146,7 +150,7 @@ def win_credits(
         5        b      z    NaN      True
     """
     tko = _tko_rows(per_image, methods)
-    credit = _row_credits(tko, methods, atol)
+    credit = _row_credits(tko, methods, atol, ties)
     return tko.assign(metric="win_credit", value=credit, excluded=np.isnan(credit))
 
 
@@ -196,8 +200,9 @@ def per_seed_summary(
     per_image: pd.DataFrame,
     classes_overall_name: str = OVERALL,
     methods: Sequence[str] | None = None,
+    win_ties: str = DEFAULT_WIN_TIES,
 ) -> pd.DataFrame:
-    """One value per experiment × seed × split × class × method × metric.
+    """One value per experiment × seed × split × class × method × metric (``win_ties``: the win-rate's tie rule).
 
     For every metric of ``per_image``: the mean over the images with a finite
     value, per class and for ``classes_overall_name``. The overall value pools
@@ -228,7 +233,7 @@ def per_seed_summary(
         )
     rows = per_image.loc[per_image["metric"] != "win_credit", list(PER_IMAGE_COLUMNS)]
     rows = rows.assign(value=finite(rows["value"]))
-    credits = win_credits(per_image, methods=methods)
+    credits = win_credits(per_image, methods=methods, ties=win_ties)
     if len(credits):
         rows = pd.concat([rows, credits[list(PER_IMAGE_COLUMNS)].assign(metric="win_rate")], ignore_index=True)
 
@@ -240,13 +245,16 @@ def per_seed_summary(
     return out.sort_values(order, kind="stable", ignore_index=True)
 
 
-def across_seeds(per_seed: pd.DataFrame, by: Sequence[str] | None = None, value: str = "value") -> pd.DataFrame:
-    """Mean ± sample std over seeds of each group, keeping the per-seed values.
+def across_seeds(
+    per_seed: pd.DataFrame, by: Sequence[str] | None = None, value: str = "value", ddof: int = 1
+) -> pd.DataFrame:
+    """Mean ± std over seeds of each group (``ddof`` 1: the sample std; 0: the poster's population std),
+    keeping the per-seed values.
 
     ``by`` defaults to every column except ``seed``, ``value`` and ``n_images``;
     this works for ``per_seed_summary`` output and for ``model_metrics``
     (experiment, seed, split, metric, value) alike. Columns of the result:
-    ``by`` + ``mean``, ``std`` (ddof = 1; NaN with one seed), ``n_seeds`` (seeds
+    ``by`` + ``mean``, ``std`` (with ``ddof``; NaN with one seed at ddof 1), ``n_seeds`` (seeds
     with a finite value, the ones mean and std use), ``seeds`` and ``values``
     (every seed's value, NaN included, in seed order), so that any other
     aggregate can be recomputed.
@@ -273,7 +281,7 @@ def across_seeds(per_seed: pd.DataFrame, by: Sequence[str] | None = None, value:
         )
     frame = per_seed[by + ["seed"]].assign(_value=finite(per_seed[value])).sort_values("seed", kind="stable")
     grouped = frame.groupby(by, sort=True, dropna=False)
-    out = grouped["_value"].agg(mean="mean", std="std", n_seeds="count")
+    out = grouped["_value"].agg(mean="mean", std=lambda v: v.std(ddof=ddof), n_seeds="count")
     out["seeds"] = grouped["seed"].agg(lambda s: [int(x) for x in s])
     out["values"] = grouped["_value"].agg(list)
     out = out.reset_index()

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from xai_lightning.metrics.collection import LocalizationMetric
-from xai_lightning.metrics.names import OVERALL
+from xai_lightning.metrics.names import DEFAULT_WIN_TIES, OVERALL
 from xai_lightning.metrics.winrate import WinRate, win_credit
 from xai_lightning.scoring.batch import BatchScores
 from xai_lightning.scoring.config import ScoringConfig
@@ -47,6 +47,8 @@ class PassResult:
     seconds_per_image: dict[str, float] = field(default_factory=dict)
     #: Wall time of the deletion / insertion curves per image, per method (empty when they are off).
     faithfulness_seconds_per_image: dict[str, float] = field(default_factory=dict)
+    #: The win-rate's tie rule (the scoring's ``win_ties``), which the table's ``winner`` column follows.
+    win_ties: str = DEFAULT_WIN_TIES
 
     @property
     def scored(self) -> list[str]:
@@ -100,7 +102,7 @@ class PassResult:
         """The per-image table with a ``winner`` column (what the CSV and the W&B table hold)."""
         frame = self.per_image.copy()
         if len(frame):
-            frame["winner"] = winners(frame, self.scored)
+            frame["winner"] = winners(frame, self.scored, self.win_ties)
         return frame
 
 
@@ -212,6 +214,7 @@ class PassAccumulator:
             counts={**counts, **win_counts},
             per_image=per_image,
             failed=failed,
+            win_ties=self.config.win_ties,
             seconds_per_image={name: self.seconds[name] / n_local for name in ok},
             faithfulness_seconds_per_image=(
                 {name: self.faithfulness_seconds[name] / n_local for name in ok}
@@ -224,7 +227,7 @@ class PassAccumulator:
         if not ok:
             return {}, {}
         # Every process holds the gathered table already: summing it across processes would count it twice.
-        win = WinRate(ok, class_names=self.class_names, sync_on_compute=False)
+        win = WinRate(ok, class_names=self.class_names, ties=self.config.win_ties, sync_on_compute=False)
         if len(per_image):
             tko = torch.tensor(per_image[[f"tko/{name}" for name in ok]].to_numpy(), dtype=torch.float64)
             win.update(tko, torch.tensor([self.class_names.index(c) for c in per_image["class"]]))
@@ -241,7 +244,7 @@ def _none_if_nan(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def winners(frame: pd.DataFrame, methods: list[str]) -> list[str]:
+def winners(frame: pd.DataFrame, methods: list[str], ties: str = DEFAULT_WIN_TIES) -> list[str]:
     """Per image, the method(s) with the highest TKO (ties joined with '='); '' when excluded.
 
     The same credit as the win-rate (:func:`~xai_lightning.metrics.winrate.win_credit`): a winner is
@@ -252,5 +255,5 @@ def winners(frame: pd.DataFrame, methods: list[str]) -> list[str]:
     """
     if not methods or not len(frame):
         return [""] * len(frame)
-    credit = win_credit(torch.tensor(frame[[f"tko/{m}" for m in methods]].to_numpy(), dtype=torch.float64))
+    credit = win_credit(torch.tensor(frame[[f"tko/{m}" for m in methods]].to_numpy(), dtype=torch.float64), ties=ties)
     return ["=".join(m for m, c in zip(methods, row) if c > 0) for row in credit.tolist()]

@@ -114,7 +114,12 @@ def score_batch(
             for metric, values in localization_scores(
                 maps, masks, k=config.top_k, tolerance=config.pointing_tolerance, ties=config.pointing_ties
             ).items()
+            if metric in config.metrics
         }
+        if config.only_correct:
+            # Scored only where the model is right (the poster's protocol): the others count as excluded.
+            wrong = predictions != labels
+            scores = {metric: values.masked_fill(wrong, float("nan")) for metric, values in scores.items()}
         result.maps[name] = maps
         result.scores[name] = scores
         result.seconds[name] = explained.seconds[name]

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES
-from xai_lightning.metrics.names import DEFAULT_POINTING_TIES, FAITHFULNESS_METRICS, LOCALIZATION_METRICS, POINTING_TIES
+from xai_lightning.metrics.names import (
+    DEFAULT_POINTING_TIES,
+    DEFAULT_WIN_TIES,
+    FAITHFULNESS_METRICS,
+    LOCALIZATION_METRICS,
+    POINTING_TIES,
+    WIN_TIES,
+)
 
 #: The file, in a run's ``xai/`` folder, that records the scoring configuration of its passes.
 SCORING_FILE = "scoring.json"
@@ -44,6 +51,13 @@ class ScoringConfig:
         faithfulness_steps: deletion / insertion curve steps per image and method (0: no curves).
         faithfulness_baseline: what removed pixels become: ``blur`` or ``mean`` (the dataset-mean image).
         seed: seeds the image sample and the stochastic methods.
+        only_correct: score only the images the model classifies correctly (the poster's protocol); the
+            others' scores are NaN, so they count as excluded, like an empty mask.
+        win_ties: how the win-rate credits a tie: ``fair`` (shared) or ``first_listed`` (all to the first
+            method listed: reproduces the poster code's argsort flaw, which favours the method listed first).
+        top_k_iou: also score ``topk_iou``, the IoU of the top-K set with the mask (what the poster's code
+            reports as Top-K overlap; TKO / (2 − TKO) at K = |mask|). Off by default: it ranks as TKO does,
+            and every logged metric adds a key per class and method.
 
     >>> ScoringConfig(top_k=0.05).differences(ScoringConfig())
     {'top_k': (0.05, None)}
@@ -57,6 +71,9 @@ class ScoringConfig:
     faithfulness_steps: int = 0
     faithfulness_baseline: Literal["blur", "mean"] = "blur"
     seed: int = 0
+    only_correct: bool = False
+    win_ties: Literal["fair", "first_listed"] = DEFAULT_WIN_TIES
+    top_k_iou: bool = False
 
     def __post_init__(self) -> None:
         _check_top_k(self.top_k)
@@ -69,11 +86,13 @@ class ScoringConfig:
             ("pointing_ties", POINTING_TIES),
             ("target", TARGETS),
             ("faithfulness_baseline", CURVE_BASELINES),
+            ("win_ties", WIN_TIES),
         ):
             if getattr(self, option) not in choices:
                 raise ScoringOptionError(option, f"is {getattr(self, option)!r}; use one of {', '.join(choices)}.")
-        if not isinstance(self.include_good, bool):
-            raise ScoringOptionError("include_good", f"is {self.include_good!r}; use true or false.")
+        for option in ("include_good", "only_correct", "top_k_iou"):
+            if not isinstance(getattr(self, option), bool):
+                raise ScoringOptionError(option, f"is {getattr(self, option)!r}; use true or false.")
 
     @classmethod
     def named(cls, where: str, **options: Any) -> ScoringConfig:
@@ -86,7 +105,8 @@ class ScoringConfig:
     @property
     def metrics(self) -> tuple[str, ...]:
         """The per-image scores a pass records for each method."""
-        return (*LOCALIZATION_METRICS, *(FAITHFULNESS_METRICS if self.faithfulness_steps else ()))
+        localization = tuple(m for m in LOCALIZATION_METRICS if m != "topk_iou" or self.top_k_iou)
+        return (*localization, *(FAITHFULNESS_METRICS if self.faithfulness_steps else ()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -43,7 +43,13 @@ from xai_lightning.explain.methods.perturbation import (
     SuperpixelOptions,
     grid_feature_mask,
 )
-from xai_lightning.explain.methods.reference import RandomExplainer, SegmentationHeadExplainer
+from xai_lightning.explain.methods.coarsened import CoarsenedExplainer
+from xai_lightning.explain.methods.reference import (
+    CenterPriorExplainer,
+    EdgeExplainer,
+    RandomExplainer,
+    SegmentationHeadExplainer,
+)
 from xai_lightning.explain.methods.surrogate import WeightedLinearRegression
 from xai_lightning.explain.options import LayerOptions
 
@@ -66,6 +72,9 @@ __all__ = [
     "LimeOptions",
     "OcclusionExplainer",
     "OcclusionOptions",
+    "CenterPriorExplainer",
+    "CoarsenedExplainer",
+    "EdgeExplainer",
     "RandomExplainer",
     "ReducedExplainer",
     "SaliencyExplainer",

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from xai_lightning.explain.base import PassCount, register_explainer
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.explain.baselines import baseline_image
 from xai_lightning.explain.captum_support import ClassLogits, ReducedExplainer
 from xai_lightning.explain.options import ExplainerOptions, baseline_option
@@ -200,7 +201,7 @@ class DeepLiftExplainer(ReducedExplainer):
                 )
             self._checked_single_use = True
         try:
-            baselines = baseline_image(self.settings.baseline, images)
+            baselines = baseline_image(self.settings.baseline, images, normalized=input_normalized(self.model))
             return self._deeplift.attribute(images, baselines=baselines, target=targets)
         finally:
             # Hooked modules the target's gradient never reaches (the segmentation decoder) keep the

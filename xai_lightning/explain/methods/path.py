@@ -14,6 +14,7 @@ from torch import Tensor
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import PassCount, register_explainer
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.explain.baselines import BLACK, MEAN, baseline_image
 from xai_lightning.explain.captum_support import ReducedExplainer, numpy_rng_seeded
 from xai_lightning.explain.integrated_gradients import (
@@ -95,7 +96,7 @@ class IntegratedGradientsExplainer(ReducedExplainer):
         """Signed (B, C, H, W) attributions; they sum to about y_c(x) − y_c(x') (completeness)."""
         settings = self.settings
         chunk = settings.internal_batch_size or default_internal_batch(images.device)
-        baselines = baseline_image(settings.baseline, images)
+        baselines = baseline_image(settings.baseline, images, normalized=input_normalized(self.model))
         classify = self.model.classify
         if settings.completeness_tolerance is None:
             self.last_steps = torch.full((len(images),), settings.n_steps, dtype=torch.long)
@@ -150,7 +151,7 @@ class GradientShapExplainer(ReducedExplainer):
 
     def raw_attribution(self, images: Tensor, targets: Tensor) -> Tensor:
         first = images[:1]
-        baselines = torch.cat([baseline_image(kind, first) for kind in SHAP_BASELINES])
+        baselines = torch.cat([baseline_image(kind, first, normalized=input_normalized(self.model)) for kind in SHAP_BASELINES])
         # Drawn from torch's RNG, which the base class seeds per image: NumPy then follows the same key.
         with numpy_rng_seeded(int(torch.randint(0, 2**31 - 1, ()))):
             return self._gradient_shap.attribute(

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import PassCount, register_explainer
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.explain.baselines import baseline_image
 from xai_lightning.explain.captum_support import ReducedExplainer
 from xai_lightning.explain.methods.surrogate import WeightedLinearRegression
@@ -80,7 +81,7 @@ class OcclusionExplainer(ReducedExplainer):
             images,
             sliding_window_shapes=(channels, settings.window, settings.window),
             strides=(channels, settings.stride, settings.stride),
-            baselines=baseline_image(settings.baseline, images),
+            baselines=baseline_image(settings.baseline, images, normalized=input_normalized(self.model)),
             target=targets,
             perturbations_per_eval=settings.perturbations_per_eval,
         )
@@ -137,7 +138,7 @@ class _SuperpixelExplainer(ReducedExplainer):
         # superpixel gets that superpixel's coefficient.
         return surrogate.attribute(
             images,
-            baselines=baseline_image(settings.baseline, images),
+            baselines=baseline_image(settings.baseline, images, normalized=input_normalized(self.model)),
             target=targets,
             feature_mask=grid_feature_mask(height, width, settings.cell, images.device),
             n_samples=settings.n_samples,
