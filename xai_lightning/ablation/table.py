@@ -13,7 +13,7 @@ from xai_lightning.ablation.factors import POSTER, POSTER_METHODS, REFERENCES, F
 from xai_lightning.ablation.study import factor_rows
 from xai_lightning.reporting.hierarchical import (
     HIERARCHICAL_N_BOOT,
-    hierarchical_comparisons,
+    hierarchical_change,
     hierarchical_means,
     image_values,
 )
@@ -35,7 +35,7 @@ def factor_values(tables: dict[str, pd.DataFrame], factor: Factor) -> dict[str, 
 
 
 def _change(poster: pd.DataFrame, other: pd.DataFrame, method: str, n_boot: int) -> dict:
-    """The paired difference other − poster of one method, over the seeds and images both have."""
+    """How the factor moves one method's reported mean (factor − poster), each over the images it scores."""
     a, b = f"{method}@{POSTER}", f"{method}@factor"
     both = pd.concat(
         [poster[poster["method"] == method].assign(method=a), other[other["method"] == method].assign(method=b)]
@@ -43,12 +43,12 @@ def _change(poster: pd.DataFrame, other: pd.DataFrame, method: str, n_boot: int)
     both = both.assign(metric="value").dropna(subset=["value"])
     if both.empty or both["method"].nunique() < 2:
         return {}  # one side has no scored image (e.g. no correct prediction): no change to measure
-    (row,) = hierarchical_comparisons(both, methods=[a, b], n_boot=n_boot).to_dict("records")
+    change = hierarchical_change(both, a, b, n_boot=n_boot)
     return {
-        "change_vs_poster": -row["mean_diff"],
-        "change_ci_low": -row["ci_high"],
-        "change_ci_high": -row["ci_low"],
-        "holds": bool(row["holds"]),
+        "change_vs_poster": change["change"],
+        "change_ci_low": change["ci_low"],
+        "change_ci_high": change["ci_high"],
+        "holds": change["holds"],
     }
 
 
@@ -105,3 +105,23 @@ def readable(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
                 entry[f"Δ {label}"] = cell(record, "change_")
         rows[(factor, method)] = entry
     return pd.DataFrame(list(rows.values())).fillna("—")
+
+
+def pivot(table: pd.DataFrame, metric: str, digits: int = 2) -> pd.DataFrame:
+    """Factor × method of one metric (``win_rate`` or ``score``): "estimate (Δ vs poster)", ✓ where Δ holds.
+
+    The compact form for a README or a slide; :func:`readable` has the CIs.
+    """
+    rows = table[(table["metric"] == "win_rate") == (metric == "win_rate")]
+    cells = {}
+    for record in rows.to_dict("records"):
+        if pd.isna(record["estimate"]):
+            text = "—"
+        else:
+            text = f"{record['estimate']:.{digits}f}"
+            if not pd.isna(record.get("change_vs_poster")):
+                text += f" ({record['change_vs_poster']:+.{digits}f}{' ✓' if record['holds'] else ''})"
+        cells.setdefault(record["factor"], {"factor": record["factor"], "change": record["change"]})[
+            record["method"]
+        ] = text
+    return pd.DataFrame(list(cells.values())).fillna("—")

@@ -401,3 +401,45 @@ def beats_best_reference(
                             "mean_diff": float(estimates.point[j]), **estimates.fields(j), "alpha": alpha,
                             "beats": bool(estimates.n_seeds[j] >= MIN_SEEDS and estimates.low[j] > 0)})
     return pd.DataFrame.from_records(records, columns=REFERENCE_COLUMNS)
+
+
+def hierarchical_change(
+    values: pd.DataFrame,
+    before: str,
+    after: str,
+    split: str = "test",
+    n_boot: int = HIERARCHICAL_N_BOOT,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """How the mean of ``after`` differs from that of ``before``, each over the images it has, with a CI.
+
+    Unlike :func:`hierarchical_comparisons`, which pairs two methods image by image (only images both have
+    count), this compares the two *reported means*: when ``after`` scores another set of images (an arm that
+    classifies other images correctly, all images instead of the correct ones) that is what changed. Both means
+    are taken from the same replicates (the same resampled seeds and images), so what they share cancels.
+    Returns ``{"change", "ci_low", "ci_high", "holds"}`` (NaN and False when a side has no value).
+
+    Example:
+        >>> values = pd.DataFrame({"experiment": "e", "seed": [0, 0, 1, 1], "split": "test", "class": "crack",
+        ...     "image_id": ["a", "a", "a", "a"], "method": ["x", "y"] * 2, "metric": "tko",
+        ...     "value": [0.2, 0.6, 0.3, 0.7]})
+        >>> change = hierarchical_change(values, "x", "y", n_boot=200)
+        >>> round(change["change"], 3), round(change["ci_low"], 3), round(change["ci_high"], 3), change["holds"]
+        (0.4, 0.4, 0.4, True)
+    """
+    _, _, grids = _grids(values, split, [before, after], n_boot, alpha)
+    if len(grids) != 1:
+        raise ValueError(f"values must hold one experiment, they hold {len(grids)}")
+    (grid,) = grids.values()
+    columns = grid.values[[before, after]].to_numpy()
+    rng = np.random.default_rng(seed)
+    image_counts, seed_counts = _draw_counts(rng, n_boot, grid.n_images), _draw_counts(rng, n_boot, grid.n_seeds)
+    replicates = _weighted_means(columns, grid, image_counts, seed_counts)
+    point = _point(columns, grid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a side without values: NaN replicates, NaN CI
+        low, high = np.nanpercentile(replicates[:, 1] - replicates[:, 0], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    n_seeds = _distinct(grid.seed_of, grid.n_seeds, np.isfinite(columns)).min()
+    holds = bool(n_seeds >= MIN_SEEDS and (low > 0 or high < 0))
+    return {"change": float(point[1] - point[0]), "ci_low": float(low), "ci_high": float(high), "holds": holds}
