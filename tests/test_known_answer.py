@@ -107,11 +107,11 @@ class KnownAnswer:
     marker: Tensor  # (B, H, W) bool marker masks
 
 
-def _datamodule(root: Path, shortcut_fraction: float) -> MVTecDataModule:
+def _datamodule(root: Path, shortcut_fraction: float, counts: dict[str, int] = COUNTS) -> MVTecDataModule:
     synthetic = SyntheticConfig(
         size=GENERATED_SIZE,
         seed=SEED,
-        counts=COUNTS,
+        counts=counts,
         shortcut_fraction=shortcut_fraction,
         shortcut_size=SHORTCUT_SIZE,
     )

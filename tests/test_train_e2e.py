@@ -90,7 +90,9 @@ def test_same_config_and_seed_give_the_same_numbers(smoke_run, smoke_root, tmp_p
     finished = [json.loads((d / "finished.json").read_text())["metrics"] for d in (run_dir, tmp_path / "seed0")]
     assert finished[0] == finished[1]
     tables = sorted(p.name for p in (run_dir / "xai").glob("*.csv"))
-    assert "test_epoch002.csv" in tables and tables == sorted(p.name for p in (tmp_path / "seed0" / "xai").glob("*.csv"))
+    assert "test_epoch002.csv" in tables and tables == sorted(
+        p.name for p in (tmp_path / "seed0" / "xai").glob("*.csv")
+    )
     for name in tables:
         assert (run_dir / "xai" / name).read_bytes() == (tmp_path / "seed0" / "xai" / name).read_bytes(), name
 
@@ -193,8 +195,16 @@ def test_evaluate_scores_attributions_against_the_planted_marker(tmp_path):
     generate_synthetic_mvtec(root, SyntheticConfig(size=96, seed=0, counts=SMOKE_COUNTS, shortcut_fraction=1.0))
     main(
         smoke_args(
-            root, tmp_path / "exp", "--data.synthetic.shortcut_fraction", "1", "--trainer.max_epochs", "1",
-            "--test_after_fit", "false", "--trainer.callbacks", "[]",
+            root,
+            tmp_path / "exp",
+            "--data.synthetic.shortcut_fraction",
+            "1",
+            "--trainer.max_epochs",
+            "1",
+            "--test_after_fit",
+            "false",
+            "--trainer.callbacks",
+            "[]",
         )
     )
     (run,) = find_runs(tmp_path / "exp")
@@ -256,8 +266,15 @@ def test_checks_score_robustness_randomisation_and_stability_on_a_fixed_sample(s
     assert (robustness["value"] >= 0).all() and (robustness["experiment"] == "smoke").all()
     # Randomisation: the intact model (step 0) and every layer top-down; the random map ignores the model.
     steps = found.randomization.groupby("method")["layer"].unique()
-    assert list(steps["gradcam"]) == ["original", "classifier", "encoder.layer4", "encoder.layer3", "encoder.layer2",
-                                      "encoder.layer1", "encoder.stem"]
+    assert list(steps["gradcam"]) == [
+        "original",
+        "classifier",
+        "encoder.layer4",
+        "encoder.layer3",
+        "encoder.layer2",
+        "encoder.layer1",
+        "encoder.stem",
+    ]
     assert (found.randomization.query("step == 0")["spearman"].dropna() == 1).all()
     assert (found.randomization.query("method == 'random'")["spearman"] == 1).all()
     # Stability: only the stochastic method is run, and unseeded noise does not repeat.
@@ -321,8 +338,9 @@ def test_a_second_training_into_a_held_run_folder_stops_at_once_and_a_stale_lock
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-        args = smoke_args(smoke_root, tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false",
-                          "--trainer.callbacks", "[]")
+        args = smoke_args(
+            smoke_root, tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false", "--trainer.callbacks", "[]"
+        )
         with pytest.raises(RunError, match=rf"'{run_dir}' is in use by process {holder.pid}"):
             main(args)
         assert not (run_dir / "checkpoints").exists() and lock.is_file()
@@ -332,3 +350,24 @@ def test_a_second_training_into_a_held_run_folder_stops_at_once_and_a_stale_lock
     # The holder is gone: its lock is stale, taken over, and released when the run ends.
     main(args)
     assert (run_dir / "finished.json").is_file() and not lock.exists()
+
+
+def test_evaluate_adds_the_layer_sensitivity_the_radar_and_tcav_to_the_report(smoke_run, tmp_path):
+    from xai_lightning.evaluate import main as evaluate
+
+    _, run_dir = smoke_run
+    out = tmp_path / "eval"
+    args = [str(run_dir.parent), "--out", str(out), "--methods", "gradcam", "saliency", "--check-images-per-class", "0"]
+    evaluate([*args, "--layer-sensitivity", "--tcav", "--no-wandb", "--bootstrap", "200", "--xai-splits", "test"])
+    report = (out / "report.md").read_text()
+    assert "Which layer to explain" in report and "Methods on every metric at once" in report
+    assert "TCAV: do the defect concepts drive their classes?" in report
+    tcav = pd.read_csv(out / "tcav.csv")
+    assert set(tcav["concept"]) == {"crack", "cut", "hole", "print"} and tcav["p_value"].between(0, 1).all()
+    assert {"gradcam", "saliency"} <= set(pd.read_csv(out / "tables" / "tcav_maps.csv").columns)
+    layers = pd.read_csv(out / "layer_sensitivity.csv")
+    assert set(layers["stage"]) == {"stem", "layer1", "layer2", "layer3", "layer4"}  # every stage of resnet18
+    assert {"tko", "pointing_game", "deletion_auc"} <= set(layers["metric"])
+    radar = pd.read_csv(out / "tables" / "radar_ranks.csv")
+    assert {"gradcam", "saliency", "center_prior", "edge"} <= set(radar["method"]) and radar["area"].between(0, 1).all()
+    assert (out / "figures" / "radar_ranks.png").is_file()

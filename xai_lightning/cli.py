@@ -223,7 +223,8 @@ def _fill_wandb_defaults(init_args: Namespace, config: Namespace, run_dir: Path)
         init_args.save_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     init_args.name = init_args.name or f"{Path(config.experiment_dir).name}/{config.run_name}"
-    kind = "synthetic" if config.data.source == "synthetic" else "mvtec"
+    # The W&B tag says what the data is: synthetic, or real data in the MVTec or the plain layout.
+    kind = "synthetic" if config.data.source == "synthetic" else config.data.get("layout") or "mvtec"
     tags = list(init_args.get("tags") or [])
     init_args.tags = tags if kind in tags else [*tags, kind]
 

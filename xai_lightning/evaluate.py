@@ -22,6 +22,8 @@ from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError, RunError
 from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_maps, explain_run, training_curves
 from xai_lightning.evaluation.explanations import RunExplanations
+from xai_lightning.evaluation.layers import layer_sensitivity
+from xai_lightning.evaluation.tcav import tcav_table
 from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES, POINTING_TIES, WIN_TIES
@@ -49,6 +51,9 @@ CHECK_SEED = 0
 EXAMPLES_PER_CLASS = 1
 
 #: Where each tidy table of the attribution evaluation is written, relative to the output folder.
+#: Deletion-curve steps of the layer-sensitivity pass (``--layer-sensitivity``): enough for an area, cheap per stage.
+LAYER_FAITHFULNESS_STEPS = 5
+
 TABLE_FILES = {
     "per_image": "per_image.parquet",
     "faithfulness_curves": "faithfulness_curves.csv",
@@ -56,6 +61,8 @@ TABLE_FILES = {
     "randomization": "randomization.csv",
     "stability": "stability.csv",
     "scoring": "scoring.csv",
+    "layer_sensitivity": "layer_sensitivity.csv",
+    "tcav": "tcav.csv",
 }
 
 
@@ -134,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checks.add_argument(
         "--stability-runs", type=int, default=5, help="seeded runs per stochastic method (below 2: skip)"
+    )
+    parser.add_argument(
+        "--layer-sensitivity",
+        action="store_true",
+        help="also Grad-CAM at every encoder stage: TKO, pointing game and deletion AUC per stage (costs one "
+        f"Grad-CAM and {LAYER_FAITHFULNESS_STEPS}-step deletion curves per stage and image)",
+    )
+    parser.add_argument(
+        "--tcav",
+        action="store_true",
+        help="also TCAV: do concepts cut from each defect class's masks drive that class? (about 10 s per run at 64²)",
     )
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
     parser.add_argument(
@@ -226,6 +244,21 @@ def evaluate_one(
     out.tables["agreement"].append(explained.agreement)
     out.tables["randomization"].append(checked.randomization)
     out.tables["stability"].append(checked.stability)
+    if args.layer_sensitivity:
+        out.tables["layer_sensitivity"].append(
+            layer_sensitivity(
+                loaded,
+                method="gradcam",
+                split=args.xai_splits[-1],
+                faithfulness_steps=LAYER_FAITHFULNESS_STEPS,
+                max_images_per_class=args.max_images_per_class,
+                experiment=experiment,
+                batch_size=args.batch_size,
+                scoring=scoring,
+            )
+        )
+    if args.tcav:
+        out.tables["tcav"].append(tcav_table(loaded, split="train", seed=CHECK_SEED, experiment=experiment))
     if examples:
         out.examples = example_maps(
             loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
@@ -350,6 +383,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         agreement=written["agreement"],
         ddof=args.ddof,
         win_ties=report_win_ties(written["scoring"], notes),
+        layer_sensitivity=written["layer_sensitivity"],
+        tcav=written["tcav"],
     )
     summary = table[table["metric"].isin(["loss", "acc", "balanced_acc", "seg_iou"])]
     print(

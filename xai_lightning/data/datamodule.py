@@ -1,4 +1,4 @@
-"""LightningDataModule for an MVTec AD category (real, or the synthetic stand-in written in its layout).
+"""LightningDataModule for an MVTec AD category, or a plain set of images with masks (real, or the synthetic stand-in).
 
 It indexes and checks the data, makes the seeded stratified split, and serves the three splits.
 """
@@ -18,12 +18,15 @@ from xai_lightning.data.cache import ResizedImageCache, default_cache_dir
 from xai_lightning.data.dataset import DefectDataset
 from xai_lightning.data.layout import MARKER_FILE, is_synthetic
 from xai_lightning.data.mvtec import build_index, list_classes
+from xai_lightning.data.plain import IMAGES_DIR, INDEX_CSV, build_plain_index, list_plain_classes
 from xai_lightning.data.splits import SPLITS, SplitConfig, restored_split, split_summary, stratified_split
 from xai_lightning.data.synthetic import SyntheticConfig, generate_synthetic_mvtec
 from xai_lightning.data.transforms import AugmentationConfig, eval_transform, train_transform
 from xai_lightning.errors import ConfigError, DatasetError
 
 Source = Literal["mvtec", "synthetic"]
+Layout = Literal["mvtec", "plain"]
+LAYOUTS = ("mvtec", "plain")
 CacheMode = Literal["none", "memory", "disk"]
 CACHE_MODES = ("none", "memory", "disk")
 
@@ -53,6 +56,13 @@ class MVTecDataModule(pl.LightningDataModule):
             straight to ``image_size``.
         normalize: normalise inputs with the ImageNet statistics (what torchvision's pretrained weights expect);
             ``false`` feeds [0, 1] values (the poster's pipeline). Linked to ``model.normalize_input``.
+        layout: how ``root`` is laid out. ``mvtec``: ``<root>/<category>/train|test|ground_truth``. ``plain`` (any
+            dataset of images with pixel masks, see :mod:`xai_lightning.data.plain`): ``<root>/images/<class>/``
+            with ``<root>/masks/<class>/`` (``good`` has no masks), or the CSV ``index_csv`` / ``<root>/index.csv``
+            (columns image, mask, class); every image joins the split pool and ``category`` only names the set.
+            With ``source: synthetic`` the generator writes the chosen layout.
+        index_csv: the plain layout's CSV (a relative path is taken inside ``root``); default ``<root>/index.csv``
+            when it exists, else the folders. ``layout: plain`` with ``source: mvtec`` only.
     """
 
     def __init__(
@@ -72,10 +82,13 @@ class MVTecDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         resize_size: int | None = None,
         normalize: bool = True,
+        layout: Layout = "mvtec",
+        index_csv: str | None = None,
     ) -> None:
         super().__init__()
         if source not in ("mvtec", "synthetic"):
             raise ConfigError(f"`data.source` is '{source}'; use 'mvtec' (real data) or 'synthetic'.")
+        _check_layout(layout, source, index_csv)
         if image_size < 32:
             raise ConfigError(f"`data.image_size` is {image_size}; use at least 32 pixels.")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -98,7 +111,9 @@ class MVTecDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.split_config = split
         self.augmentation = augmentation
-        self.synthetic = dataclasses.replace(synthetic, category=category)
+        self.layout = layout
+        self.index_csv = None if index_csv is None else self.root / index_csv
+        self.synthetic = dataclasses.replace(synthetic, category=category, layout=layout)
         self.verify_images = verify_images
         self.cache_dir = None
         if cache == "disk":
@@ -114,7 +129,8 @@ class MVTecDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ what the data is
     @property
     def class_names(self) -> list[str]:
-        """Class names in label order: the category's ``test/`` folders, sorted (crack, cut, good, hole, print).
+        """Class names in label order: the category's ``test/`` folders, sorted (crack, cut, good, hole, print);
+        with ``layout: plain`` the ``images/`` class folders, or the classes of the CSV.
 
         For ``source: synthetic`` they come from ``synthetic.counts`` (a class with count 0 is left out): the CLI
         builds the model from them before :meth:`prepare_data` writes the set, and what it then writes (or finds,
@@ -122,6 +138,8 @@ class MVTecDataModule(pl.LightningDataModule):
         """
         if self.source == "synthetic":
             return self.synthetic.class_names
+        if self.layout == "plain":
+            return list_plain_classes(self.root, csv=self.index_csv)
         return list_classes(self.root, self.category)
 
     @property
@@ -134,7 +152,8 @@ class MVTecDataModule(pl.LightningDataModule):
         info: dict[str, Any] = {
             "root": str(self.root.resolve()),
             "category": self.category,
-            "kind": "synthetic" if self.is_synthetic else "mvtec",
+            "kind": "synthetic" if self.is_synthetic else self.layout,
+            "layout": self.layout,
             "class_names": self.class_names,
             "image_size": self.image_size,
         }
@@ -149,9 +168,10 @@ class MVTecDataModule(pl.LightningDataModule):
         """Write the synthetic set on first use (rank 0 only; other ranks wait for it)."""
         if self.source != "synthetic":
             return
-        if (self.root / self.category).is_dir() and not is_synthetic(self.root):
+        existing = self.root / (IMAGES_DIR if self.layout == "plain" else self.category)
+        if existing.is_dir() and not is_synthetic(self.root):
             raise DatasetError(
-                f"'{self.root / self.category}' exists and was not written by the synthetic generator (no "
+                f"'{existing}' exists and was not written by the synthetic generator (no "
                 f"{MARKER_FILE} in '{self.root}'). It may be real data: set `data.source: mvtec` to use it, or point "
                 "`data.root` elsewhere for synthetic data."
             )
@@ -166,14 +186,20 @@ class MVTecDataModule(pl.LightningDataModule):
                 f"'{self.root}' holds SYNTHETIC data (it has {MARKER_FILE}); results are labelled synthetic.",
                 stacklevel=2,
             )
-        index = build_index(self.root, self.category, verify_images=self.verify_images)
-        self.split_frame = stratified_split(index, self.split_config)
+        self.split_frame = stratified_split(self.read_index(), self.split_config)
 
     def restore_split(self, path: str | Path) -> None:
         """Use the split a run saved (its ``split.csv``) instead of splitting the data anew; see
         :func:`~xai_lightning.data.splits.restored_split` for images added or removed since."""
-        index = build_index(self.root, self.category, verify_images=self.verify_images)
-        self.split_frame = restored_split(index, pd.read_csv(path, index_col="row"), path)
+        self.split_frame = restored_split(self.read_index(), pd.read_csv(path, index_col="row"), path)
+
+    def read_index(self) -> pd.DataFrame:
+        """The checked sample index of the data on disk, read with the reader of ``layout``."""
+        if self.layout == "plain":
+            return build_plain_index(
+                self.root, csv=self.index_csv, verify_images=self.verify_images, category=self.category
+            )
+        return build_index(self.root, self.category, verify_images=self.verify_images)
 
     def frame(self, split: str) -> pd.DataFrame:
         """Rows of one split (``train``, ``val`` or ``test``); index = row id in the split table."""
@@ -220,4 +246,19 @@ class MVTecDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=False,
+        )
+
+
+def _check_layout(layout: str, source: str, index_csv: str | None) -> None:
+    """Refuse a layout the module cannot read, and an ``index_csv`` that would not be read."""
+    if layout not in LAYOUTS:
+        raise ConfigError(
+            f"`data.layout` is {layout!r}; use 'mvtec' (<root>/<category>/train, test, ground_truth) or 'plain' "
+            f"(<root>/images/<class>/ with <root>/masks/<class>/, or <root>/{INDEX_CSV})."
+        )
+    if index_csv is not None and (layout != "plain" or source != "mvtec"):
+        raise ConfigError(
+            f"`data.index_csv` is set but the data is read with `data.layout: {layout}` and `data.source: {source}`; "
+            "the CSV is read only with `data.layout: plain` and `data.source: mvtec` (the synthetic generator writes "
+            "folders). Remove it or change those options."
         )

@@ -12,7 +12,10 @@ import pandas as pd
 
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES
 
+from xai_lightning.evaluation.layers import layer_section, layer_table
+from xai_lightning.evaluation.tcav import tcav_section
 from xai_lightning.reporting import figures
+from xai_lightning.reporting.radar import radar_section
 from xai_lightning.reporting.check_sections import across_experiments_section, cost_section, truth_section
 from xai_lightning.reporting.check_summaries import randomization_summary
 from xai_lightning.reporting.report_sections import (
@@ -44,6 +47,8 @@ def build_report(
     hierarchical_n_boot: int | None = None,
     ddof: int = 1,
     win_ties: str = DEFAULT_WIN_TIES,
+    layer_sensitivity: pd.DataFrame | None = None,
+    tcav: pd.DataFrame | None = None,
 ) -> Report:
     """Write tables (CSV, Markdown, LaTeX), figures (PNG) and ``report.md`` into ``out_dir``.
 
@@ -68,6 +73,9 @@ def build_report(
 
     ``ddof`` is the std over seeds of the model, win-rate and localisation tables (1: the sample std; 0: the
     population std the poster's tables use); ``win_ties`` the win-rate's tie rule (``fair`` or ``first_listed``).
+    A "Methods on every metric at once" section draws each experiment's normalised ranks as a radar with its
+    area; ``layer_sensitivity`` (:func:`~xai_lightning.evaluation.layers.layer_sensitivity` rows) adds "Which
+    layer to explain", and ``tcav`` (:func:`~xai_lightning.evaluation.tcav.tcav_table` rows) a TCAV section.
     """
     out = Path(out_dir)
     writer = ReportWriter(Report(path=out / "report.md"), out)
@@ -84,6 +92,11 @@ def build_report(
     if per_seed is not None:
         sections.append(cost_section(writer, per_seed, randomized, methods))
         sections.append(across_experiments_section(writer, per_image, per_seed, methods))
+        sections.append(radar_section(writer, per_seed, randomized, per_image))
+    if given(layer_sensitivity):
+        sections.append(layer_section(writer, layer_table(layer_sensitivity, ddof=ddof)))
+    if given(tcav):
+        sections.append(tcav_section(writer, tcav, per_image))
     if examples:
         writer.figure("heatmap_grid", figures.heatmap_grid, examples)
     if given(curves):

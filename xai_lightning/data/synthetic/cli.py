@@ -13,7 +13,7 @@ from pathlib import Path
 
 from xai_lightning.data.classes import DEFECT_TYPES
 from xai_lightning.data.layout import SHORTCUT_MASK_DIR, TEST_DIR, marker_path
-from xai_lightning.data.synthetic.config import MVTEC_HAZELNUT_COUNTS, SyntheticConfig
+from xai_lightning.data.synthetic.config import LAYOUTS, MVTEC_HAZELNUT_COUNTS, SyntheticConfig
 from xai_lightning.data.synthetic.shortcut import shortcut_marked
 from xai_lightning.data.synthetic.writer import check_target, generate_synthetic_mvtec
 from xai_lightning.errors import ConfigError, DatasetError
@@ -31,8 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             counts=counts,
             shortcut_fraction=args.shortcut_fraction,
             shortcut_size=args.shortcut_size,
+            layout=args.layout,
         )
-        category_dir = args.out / config.category
+        category_dir = args.out if config.layout == "plain" else args.out / config.category
         n_images = sum(config.counts.values())
         if check_target(args.out, config):
             print(f"'{category_dir}' already holds this synthetic set ({n_images} images); nothing to do.")
@@ -77,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--shortcut-size", type=float, default=0.07, help="shortcut marker side, fraction of the image side"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="mvtec",
+        help="folder layout: mvtec (<out>/<category>/train, test, ground_truth; default) or plain "
+        "(<out>/images/<class>/ with <out>/masks/<class>/, read with --data.layout plain)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser

@@ -45,6 +45,9 @@ MVTEC_HAZELNUT_COUNTS: dict[str, int] = {
     "test/print": 17,
 }
 
+#: Folder layouts the generator writes: MVTec AD's, or the plain one of :mod:`xai_lightning.data.plain`.
+LAYOUTS: tuple[str, ...] = ("mvtec", "plain")
+
 _CATEGORY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _MIN_MARKER_SIDE = 5  # pixels: below this the four marker shapes can no longer be told apart
 # Part of every sample's seed: reordering either would change every file of every set written so far.
@@ -67,6 +70,11 @@ class SyntheticConfig:
     the same rate. ``shortcut_size`` is the marker's side as a fraction of the image side (at least 5 px).
     With the shortcut off the files are byte-identical to those written before the option existed.
 
+    ``layout`` is the folder layout written: ``mvtec`` (``<out>/<category>/train|test|ground_truth/...``) or
+    ``plain`` (``<out>/images/<class>/NNN.png`` with ``<out>/masks/<class>/NNN.png``, read by
+    :func:`~xai_lightning.data.plain.build_plain_index`), with the same pixels; in ``plain`` the images of MVTec's
+    ``train/good`` are ``images/good/train_NNN.png``. The shortcut needs the ``mvtec`` layout (its masks live there).
+
     >>> config = SyntheticConfig(size=64, counts={"train/good": 4, "test/good": 2, "test/crack": 2})
     >>> config.count("test", "crack"), config.count("test", "print")
     (2, 0)
@@ -80,6 +88,7 @@ class SyntheticConfig:
     counts: dict[str, int] = field(default_factory=lambda: dict(MVTEC_HAZELNUT_COUNTS))
     shortcut_fraction: float = 0.0
     shortcut_size: float = 0.07
+    layout: str = "mvtec"
 
     def __post_init__(self) -> None:
         if not _is_int(self.size) or self.size < 32:
@@ -104,6 +113,7 @@ class SyntheticConfig:
                 f"synthetic `shortcut_size` is {self.shortcut_size!r}; use a fraction of the image side from 0.01 "
                 "to 0.2 (default 0.07)."
             )
+        self._check_layout()
         # Floats, so that a YAML `1` and `1.0` make the same SYNTHETIC.json and compare equal on resume.
         object.__setattr__(self, "shortcut_fraction", float(self.shortcut_fraction))
         object.__setattr__(self, "shortcut_size", float(self.shortcut_size))
@@ -121,6 +131,15 @@ class SyntheticConfig:
         if sum(self.counts.values()) == 0:
             raise ConfigError("synthetic `counts` asks for no images at all; give at least one class a count > 0.")
 
+    def _check_layout(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"synthetic `layout` is {self.layout!r}; use one of {', '.join(LAYOUTS)}.")
+        if self.layout == "plain" and self.shortcut_fraction > 0:
+            raise ConfigError(
+                "synthetic `shortcut_fraction` > 0 needs `layout: mvtec`: the shortcut markers' masks are written in "
+                "the MVTec layout only. Set the fraction to 0 or use the MVTec layout."
+            )
+
     @property
     def shortcut_side(self) -> int:
         """Side of the shortcut marker in pixels."""
@@ -135,9 +154,16 @@ class SyntheticConfig:
         """The classes of the set, in label order, known before it is written.
 
         Those with images in ``test/``: what :func:`~xai_lightning.data.mvtec.list_classes` reads back
-        from the written set (a class with count 0 gets no folder).
+        from the written set (a class with count 0 gets no folder). In the ``plain`` layout, those with images
+        anywhere (``images/good/`` holds MVTec's ``train/good`` too): what
+        :func:`~xai_lightning.data.plain.list_plain_classes` reads back.
         """
-        return label_order(label for split, label in SPLIT_CLASSES if split == TEST_DIR and self.count(split, label))
+        in_test_only = self.layout == "mvtec"
+        return label_order(
+            label
+            for split, label in SPLIT_CLASSES
+            if (split == TEST_DIR or not in_test_only) and self.count(split, label)
+        )
 
 
 def sample_entropy(config: SyntheticConfig, split: str, label: str, index: int) -> list[int]:

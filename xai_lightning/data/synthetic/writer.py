@@ -1,4 +1,4 @@
-"""Write a synthetic set to disk in the MVTec AD layout, labelled by SYNTHETIC.json; resume or refuse safely.
+"""Write a synthetic set in the MVTec AD layout (or the plain one), labelled by SYNTHETIC.json; resume or refuse safely.
 
 Never overwrites a folder that may hold the real data, and never mixes two configurations in one root.
 """
@@ -18,12 +18,14 @@ from tqdm.auto import tqdm
 from xai_lightning.data.classes import GOOD
 from xai_lightning.data.layout import (
     MARKER_FILE,
+    TEST_DIR,
     MVTEC_SUBDIRS,
     image_file,
     marker_path,
     mask_file,
     shortcut_mask_file,
 )
+from xai_lightning.data.plain import IMAGES_DIR, INDEX_CSV, MASKS_DIR, plain_image_file, plain_mask_file
 from xai_lightning.data.synthetic.config import (
     COUNT_KEYS,
     SPLIT_CLASSES,
@@ -50,16 +52,18 @@ _PNG_OPTIONS = {"format": "PNG", "compress_level": 3, "optimize": False}
 def generate_synthetic_mvtec(
     out: str | Path, config: SyntheticConfig = SyntheticConfig(), *, progress: bool = False
 ) -> Path:
-    """Write the dataset; return the category folder <out>/<category>.
+    """Write the dataset; return the category folder <out>/<category> (``layout: plain``: ``out`` itself).
 
     Writes ``<out>/<category>/{train,test}/<class>/NNN.png``, ``ground_truth/<defect>/NNN_mask.png``,
     with the shortcut on ``shortcut_mask/<defect>/NNN_mask.png`` for the marked images, and the
-    ``<out>/SYNTHETIC.json`` marker. Does nothing when the same set is already complete;
+    ``<out>/SYNTHETIC.json`` marker. With ``config.layout == "plain"`` the same pixels go to
+    ``<out>/images/<class>/NNN.png`` and ``<out>/masks/<defect>/NNN.png`` (MVTec's ``train/good`` as
+    ``images/good/train_NNN.png``). Does nothing when the same set is already complete;
     finishes an interrupted run; raises :class:`DatasetError` when ``out`` holds a synthetic set of
     another configuration, or MVTec-like folders without the marker (possibly the real data).
     """
     out = Path(out)
-    category_dir = out / config.category
+    category_dir = _dataset_dir(out, config)
     if check_target(out, config):
         return category_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -69,8 +73,7 @@ def generate_synthetic_mvtec(
     marked = shortcut_marked(config)
     bar = tqdm(planned, desc=f"synthetic {config.category}", unit="image", disable=not progress, file=sys.stderr)
     for split, label, index in bar:
-        image_path = category_dir / image_file(split, label, _stem(index))
-        mask_path = category_dir / mask_file(label, _stem(index))
+        image_path, mask_path = (category_dir / name for name in _sample_files(config, split, label, index))
         has_marker = index in marked.get(label, ())
         marker_mask_path = category_dir / shortcut_mask_file(label, _stem(index))
         if (
@@ -107,7 +110,7 @@ def check_target(out: Path, config: SyntheticConfig) -> bool:
                 f"({_describe(existing)}; asked for {_describe(_marker(config))}). "
                 f"Delete '{out}' or choose another --out."
             )
-        category_dir = out / config.category
+        category_dir = _dataset_dir(out, config)
         return all((category_dir / name).is_file() for name in _expected_files(config))
     if out.exists() and not out.is_dir():
         raise DatasetError(f"'{out}' is a file; choose a folder for --out.")
@@ -119,6 +122,8 @@ def check_target(out: Path, config: SyntheticConfig) -> bool:
             looks_like_mvtec.append(".")
         if (out / config.category).exists() and config.category not in looks_like_mvtec:
             looks_like_mvtec.append(config.category)
+        if config.layout == "plain":
+            looks_like_mvtec += [name for name in (IMAGES_DIR, MASKS_DIR, INDEX_CSV) if (out / name).exists()]
         if looks_like_mvtec:
             raise DatasetError(
                 f"'{out}' holds MVTec-AD-like folders ({', '.join(looks_like_mvtec)}) but no {MARKER_FILE} "
@@ -137,6 +142,9 @@ def _marker(config: SyntheticConfig) -> dict:
         "seed": config.seed,
         "counts": {key: int(config.counts.get(key, 0)) for key in COUNT_KEYS},
     }
+    # Only when plain: sets in the MVTec layout keep their SYNTHETIC.json byte for byte.
+    if config.layout != "mvtec":
+        marker["layout"] = config.layout
     # Only when on: sets written without the shortcut keep their SYNTHETIC.json byte for byte.
     if config.shortcut_fraction > 0:
         marker["shortcut"] = shortcut_section(config)
@@ -150,7 +158,7 @@ def _describe(marker: dict) -> str:
     fraction = shortcut.get("fraction") if isinstance(shortcut, dict) else 0.0
     return (
         f"category={marker.get('category')!r}, size={marker.get('size')}, seed={marker.get('seed')}, {total} images, "
-        f"shortcut_fraction={fraction}"
+        f"shortcut_fraction={fraction}, layout={marker.get('layout', 'mvtec')}"
     )
 
 
@@ -166,13 +174,28 @@ def _stem(index: int) -> str:
     return f"{index:03d}"
 
 
+def _dataset_dir(out: Path, config: SyntheticConfig) -> Path:
+    """The folder the layout's relative paths start from: the category folder (MVTec), or ``out`` (plain)."""
+    return out if config.layout == "plain" else out / config.category
+
+
+def _sample_files(config: SyntheticConfig, split: str, label: str, index: int) -> tuple[str, str]:
+    """(image, mask) paths of one sample relative to :func:`_dataset_dir`; the mask is written for defects only."""
+    if config.layout == "plain":
+        # One images/good/ folder holds MVTec's train/good and test/good: the prefix keeps their names apart.
+        stem = f"{split}_{_stem(index)}" if split != TEST_DIR else _stem(index)
+        return plain_image_file(label, stem), plain_mask_file(label, stem)
+    return image_file(split, label, _stem(index)), mask_file(label, _stem(index))
+
+
 def _expected_files(config: SyntheticConfig) -> list[str]:
     files = []
     marked = shortcut_marked(config)
     for split, label, index in _planned(config):
-        files.append(image_file(split, label, _stem(index)))
+        image, mask = _sample_files(config, split, label, index)
+        files.append(image)
         if label != GOOD:
-            files.append(mask_file(label, _stem(index)))
+            files.append(mask)
         if index in marked.get(label, ()):
             files.append(shortcut_mask_file(label, _stem(index)))
     return files

@@ -1,0 +1,168 @@
+"""TCAV with concepts cut from masks (xai_lightning.evaluation.tcav): chance is not significant, a planted shortcut is.
+
+The known answer is the one of tests/test_known_answer.py, whose data module and training are reused here:
+``hole`` against ``good`` at 48 px, every hole image carrying a magenta ring
+away from the defect, a resnet18 trained for a few epochs on one CPU thread. A "marker" concept, patches cut inside
+the marker masks, must then drive the model's ``hole`` logit (significant, above chance) and not its ``good`` one.
+
+Not asserted, because it does not hold: a control model trained without markers gets the same answer (the marker
+concept drives its ``hole`` logit too, p 0.0002-0.03 at seeds 0-4), so here TCAV tells "the marker looks unlike good
+nut patches, and hole is the not-good class" rather than "the model uses the marker".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+import pytest
+import torch
+from torch import Tensor
+
+from xai_lightning.data.cache import ResizedImageCache
+from xai_lightning.data.datamodule import MVTecDataModule
+from xai_lightning.data.synthetic import shortcut_mask_path
+from xai_lightning.evaluation.tcav import (
+    TCAV_COLUMNS,
+    concept_matches,
+    concept_scores,
+    default_layer,
+    patch_side,
+    patches_inside,
+    random_patches,
+    score_table,
+    significance,
+    tcav_table,
+)
+from xai_lightning.models import MultiTaskClassifier
+from xai_lightning.runs import LoadedRun, Run
+
+# The known-answer set and its seeded training, shared with the test that checks the shortcut itself.
+from test_known_answer import _datamodule as known_answer_datamodule, _train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# The known-answer set of tests/test_known_answer.py with two classes; IMAGE_SIZE is its input size.
+PER_CLASS = 24
+COUNTS = {"train/good": 1, "test/good": PER_CLASS, "test/hole": PER_CLASS}
+IMAGE_SIZE = 48
+SEED = 0
+PATCHES = 20
+RANDOM_RUNS = 10
+
+
+@dataclass
+class Arm:
+    """The trained model with its data module."""
+
+    model: MultiTaskClassifier
+    data: MVTecDataModule
+
+
+def _datamodule(root: Path, shortcut_fraction: float) -> MVTecDataModule:
+    """The known-answer set of tests/test_known_answer.py, with only the hole and good classes."""
+    return known_answer_datamodule(root, shortcut_fraction, counts=COUNTS)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread: the same numbers on any machine, and faster than two on a loaded 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory, one_thread) -> Arm:
+    """The shortcut model, trained on the marked set."""
+    data = _datamodule(tmp_path_factory.mktemp("tcav-known-answer") / "shortcut", 1.0)
+    return Arm(_train(data), data)
+
+
+def _split_images(data: MVTecDataModule, split: str, label: str) -> tuple[Tensor, list[str]]:
+    """The images of ``label`` in ``split`` and their paths."""
+    frame, dataset = data.frame(split), data.dataset(split)
+    positions = [i for i, name in enumerate(frame["label"]) if name == label]
+    images = torch.stack([dataset[i]["image"] for i in positions])
+    return images, [frame["image_path"].iloc[i] for i in positions]
+
+
+def _marker_concept(marked: MVTecDataModule, generator: torch.Generator) -> list[Tensor]:
+    """One set per run of patches cut inside the marker masks of the marked set's training hole images (masks
+    resized like the defect masks, as tests/test_known_answer.py does)."""
+    images, paths = _split_images(marked, "train", "hole")
+    cache = ResizedImageCache(IMAGE_SIZE)
+    masks = torch.stack([torch.from_numpy(cache.mask(shortcut_mask_path(path))) > 0 for path in paths])
+    assert masks.flatten(1).any(1).all()
+    return [patches_inside(images, masks, PATCHES, patch_side(IMAGE_SIZE), generator) for _ in range(RANDOM_RUNS)]
+
+
+def _random_sets(data: MVTecDataModule, generator: torch.Generator) -> list[Tensor]:
+    """One set per run of random patches of the training good images."""
+    good, _ = _split_images(data, "train", "good")
+    return [random_patches(good, PATCHES, patch_side(IMAGE_SIZE), generator) for _ in range(RANDOM_RUNS)]
+
+
+def _inputs(data: MVTecDataModule) -> dict[int, Tensor]:
+    """Held-out (val + test) images of each class, by class index: what the TCAV scores are taken over."""
+    inputs = {}
+    for index, label in enumerate(data.class_names):
+        inputs[index] = torch.cat([_split_images(data, split, label)[0] for split in ("val", "test")])
+    return inputs
+
+
+def test_significance_is_a_two_sided_t_test():
+    """The p-value is scipy's two-sided t-test, with the constant-sample cases decided rather than NaN."""
+    assert significance([0.9, 0.8, 1.0], [0.1, 0.2, 0.0]) < 0.01
+    assert significance([0.1, 0.2, 0.0], [0.9, 0.8, 1.0]) < 0.01  # below chance is significant too
+    assert significance([0.4, 0.6, 0.5], [0.5, 0.4, 0.6]) > 0.5
+    assert significance([1.0, 1.0], [1.0, 1.0]) == 1.0 and significance([1.0, 1.0], [0.0, 0.0]) == 0.0
+
+
+def test_a_random_concept_is_not_significant(arm):
+    """Random-vs-random: a "concept" that is just another set of random good patches is not significant for any
+    class, and its mean score stays near chance's."""
+    generator = torch.Generator().manual_seed(SEED)
+    random_concept, counterparts, chance = (_random_sets(arm.data, generator) for _ in range(3))
+    layer = default_layer(arm.model)
+    results = concept_scores(arm.model, layer, {"random": random_concept}, counterparts, chance, _inputs(arm.data))
+    table = score_table(results, arm.data.class_names, layer)
+    assert len(table) == len(arm.data.class_names)
+    assert not table["significant"].any(), table.to_string()
+    assert ((table["tcav_score"] - table["random_score"]).abs() < 0.3).all(), table.to_string()
+
+
+def test_the_marker_concept_drives_the_shortcut_class_only(arm):
+    """Known answer: patches of the marker are significant, above chance, for the shortcut model's ``hole`` class,
+    and do not drive its ``good`` class (the control class: good images never carry the marker), whose score falls
+    below chance instead (the marker pushes ``good`` down)."""
+    generator = torch.Generator().manual_seed(SEED)
+    layer = default_layer(arm.model)
+    concepts = {"marker": _marker_concept(arm.data, generator)}
+    counterparts, chance = _random_sets(arm.data, generator), _random_sets(arm.data, generator)
+    results = concept_scores(arm.model, layer, concepts, counterparts, chance, _inputs(arm.data))
+    rows = {row["class"]: row for row in score_table(results, arm.data.class_names, layer).to_dict("records")}
+    report = "\n".join(f"{label}: score {r['tcav_score']:.2f} chance {r['random_score']:.2f} p {r['p_value']:.3g} "
+                       f"CAV accuracy {r['cav_accuracy']:.2f}" for label, r in rows.items())  # fmt: skip
+    hole, good = rows["hole"], rows["good"]
+    assert hole["significant"] and hole["tcav_score"] > hole["random_score"], report
+    assert not (good["significant"] and good["tcav_score"] > good["random_score"]), report
+    assert good["tcav_score"] < good["random_score"], report
+
+
+def test_tcav_table_has_one_row_per_class_and_concept(arm, tmp_path):
+    """``tcav_table`` of a loaded run: every (class, defect concept) once, p-values in [0, 1], and the matches
+    table one row per defect class."""
+    loaded = LoadedRun(Run(tmp_path / "known_answer" / "seed0", planned_seed=0), arm.model, arm.data, "best")
+    table = tcav_table(loaded, split="train", patches_per_concept=PATCHES, random_runs=RANDOM_RUNS, seed=SEED)
+    defects = [name for name in arm.data.class_names if name != "good"]
+    assert list(table.columns) == TCAV_COLUMNS
+    assert len(table) == len(arm.data.class_names) * len(defects)
+    assert not table.duplicated(["class", "concept"]).any()
+    assert table["p_value"].between(0, 1).all()
+    assert (table["layer"] == default_layer(arm.model)).all()
+    assert set(table[["experiment", "run", "seed"]].itertuples(index=False)) == {("known_answer", "seed0", 0)}
+    matches = concept_matches(table)
+    assert list(matches["class"]) == defects
