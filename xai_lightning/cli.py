@@ -7,7 +7,6 @@ Every option of the data module, the model and the Trainer is settable from YAML
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from xai_lightning.errors import ConfigError
 from xai_lightning.runs import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
-    MANIFEST_FILE,
     SPLIT_FILE,
     Run,
     checked_run_name,
@@ -231,10 +229,9 @@ def _fill_wandb_defaults(init_args: Namespace, config: Namespace, run_dir: Path)
 
 def _continue_wandb_run(init_args: Namespace, run_dir: Path) -> None:
     """On resume, log into the W&B run the interrupted run started (its id is in the manifest)."""
-    manifest = run_dir / MANIFEST_FILE
-    if init_args.get("id") or init_args.get("version") or not manifest.is_file():
+    if init_args.get("id") or init_args.get("version"):
         return
-    run_id = json.loads(manifest.read_text()).get("wandb", {}).get("id")
+    run_id = Run(run_dir).manifest.get("wandb", {}).get("id")
     if run_id:
         init_args.id = run_id
         init_args.resume = "allow"

@@ -292,8 +292,7 @@ def weights_notes(experiments: dict[Path, list[Run]]) -> list[str]:
         f"{directory.name}/{run.name}"
         for directory, runs in experiments.items()
         for run in runs
-        if (run.config.get("model") or {}).get("pretrained")
-        and run.manifest.get("model", {}).get("weights") == "scratch"
+        if (run.config.get("model") or {}).get("pretrained") and run.weights == "scratch"
     ]
     if not scratch:
         return []

@@ -50,9 +50,10 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def config_value(args: list[str], name: str, default: Any = None) -> Any:
-    """The value the training CLI will give option ``name``: the last ``--config`` or ``--<name>`` wins.
+    """The value the training CLI will give option ``name`` (dotted: ``model.backbone``): the last ``--config``
+    or ``--<name>`` wins.
 
-    Mirrors jsonargparse's left-to-right order for the few top-level options the launcher needs,
+    Mirrors jsonargparse's left-to-right order for the few options the launcher and the ablation need,
     without building the model (which the seed processes do).
     """
     value = default
@@ -60,8 +61,11 @@ def config_value(args: list[str], name: str, default: Any = None) -> Any:
         flag, _, inline = arg.partition("=")
         given = inline or (args[i + 1] if i + 1 < len(args) else None)
         if flag == "--config" and given:
-            config = yaml.safe_load(Path(given).read_text()) or {}
-            value = config.get(name, value)
+            section = yaml.safe_load(Path(given).read_text()) or {}
+            *parents, key = name.split(".")
+            for parent in parents:
+                section = section.get(parent) or {}
+            value = section.get(key, value)
         elif flag == f"--{name}" and given:
             value = given
     return value

@@ -211,6 +211,11 @@ class Run:
         path = self.path / MANIFEST_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    @property
+    def weights(self) -> str | None:
+        """What the encoder started from, as the manifest records it (``imagenet`` or ``scratch``; None: unknown)."""
+        return (self.manifest.get("model") or {}).get("weights")
+
     def data_root(self) -> Path:
         """The run's dataset root; a relative one as seen from where the run was trained, not from here.
 

@@ -78,11 +78,10 @@ def main(argv: list[str] | None = None):
 
 def _data_notes(runs) -> list[str]:
     """What the report must say of the data and the weights the poster arm trained on."""
-    manifests = [run.manifest for run in runs]
     notes = []
-    if any((m.get("data") or {}).get("kind") == "synthetic" for m in manifests):
+    if any((run.manifest.get("data") or {}).get("kind") == "synthetic" for run in runs):
         notes.append("Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD.")
-    if any((m.get("model") or {}).get("weights") == "scratch" for m in manifests):
+    if any(run.weights == "scratch" for run in runs):
         notes.append("Weights: FROM SCRATCH (no ImageNet weights file), not the poster's pretrained encoder.")
     return notes
 

@@ -10,9 +10,6 @@ off that one pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES
 
@@ -97,15 +94,9 @@ def explanation_methods(poster_methods: dict[str, dict], early_stage: str, varia
 
 def backbone_of(args: list[str]) -> str:
     """The ``model.backbone`` the training CLI will use: the last ``--config`` or ``--model.backbone`` wins."""
-    backbone = "resnet18"  # MultiTaskClassifier's default
-    for i, arg in enumerate(args):
-        flag, _, inline = arg.partition("=")
-        value = inline or (args[i + 1] if i + 1 < len(args) else None)
-        if flag == "--config" and value:
-            backbone = ((yaml.safe_load(Path(value).read_text()) or {}).get("model") or {}).get("backbone", backbone)
-        elif flag == "--model.backbone" and value:
-            backbone = value
-    return backbone
+    from xai_lightning.experiment import config_value
+
+    return config_value(args, "model.backbone", "resnet18")  # MultiTaskClassifier's default
 
 
 def early_stage_of(backbone: str) -> str:

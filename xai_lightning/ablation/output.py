@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 
 from xai_lightning.ablation.factors import POSTER, POSTER_METHODS  # noqa: E402
 from xai_lightning.ablation.table import pivot, readable  # noqa: E402
+from xai_lightning.atomic import write_atomically  # noqa: E402
 from xai_lightning.reporting.report_sections import Report, ReportWriter  # noqa: E402
 from xai_lightning.reporting.tables import to_markdown  # noqa: E402
 
@@ -59,7 +60,7 @@ def sentences(table: pd.DataFrame) -> list[str]:
 def write_outputs(table: pd.DataFrame, out: Path, notes: list[str]) -> Report:
     """``ablation.csv``, ``tables/ablation.{csv,md,tex}``, ``figures/ablation.png`` and ``report.md`` under ``out``."""
     writer = ReportWriter(Report(path=out / "report.md"), out)
-    table.to_csv(out / "ablation.csv", index=False)
+    write_atomically(out / "ablation.csv", lambda path: table.to_csv(path, index=False))
     shown = readable(table)
     caption = "Poster ablation: win-rate and score per factor and method, 95 % CI over seeds and images; Δ vs poster"
     writer.table("ablation", shown, caption)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from xai_lightning.ablation.factors import POSTER, POSTER_METHODS, REFERENCES, Factor, explanation_methods
+from xai_lightning.atomic import write_atomically
 from xai_lightning.errors import RunError
-from xai_lightning.runs import Run, find_runs
+from xai_lightning.runs import FINISHED_FILE, Run, find_runs
 from xai_lightning.scoring import ScoringConfig
 
 #: Where each run keeps its ablation pass (re-used by a later invocation).
@@ -53,12 +54,11 @@ def explained(run: Run, arm: str, early_stage: str) -> pd.DataFrame:
     from xai_lightning.evaluation.settings import configured_methods
 
     cache = run.xai_dir / PASS_FILE
-    if cache.is_file() and cache.stat().st_mtime >= (run.path / "finished.json").stat().st_mtime:
+    if cache.is_file() and cache.stat().st_mtime >= (run.path / FINISHED_FILE).stat().st_mtime:
         return pd.read_csv(cache)
     methods = explanation_methods(configured_methods(run), early_stage, variants=arm == POSTER)
     table = explain_run(run, methods, ("test",), scoring=PASS_SCORING, experiment=arm).per_image
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(cache, index=False)
+    write_atomically(cache, lambda path: table.to_csv(path, index=False))  # a killed pass leaves no partial cache
     return table
 
 

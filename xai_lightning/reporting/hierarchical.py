@@ -40,15 +40,48 @@ HIERARCHICAL_N_BOOT = 2000
 MIN_SEEDS = 2
 
 MEANS_COLUMNS = [
-    "experiment", "split", "metric", "method", "estimate", "ci_low", "ci_high", "n_seeds", "n_images", "alpha",
+    "experiment",
+    "split",
+    "metric",
+    "method",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "n_images",
+    "alpha",
 ]
 PAIR_COLUMNS = [
-    "experiment", "split", "metric", "method_a", "method_b", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high",
-    "n_seeds", "n_images", "alpha", "holds",
+    "experiment",
+    "split",
+    "metric",
+    "method_a",
+    "method_b",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "n_images",
+    "alpha",
+    "holds",
 ]
 REFERENCE_COLUMNS = [
-    "experiment", "split", "metric", "method", "reference", "mean", "reference_mean", "mean_diff", "ci_low",
-    "ci_high", "n_seeds", "n_images", "alpha", "beats",
+    "experiment",
+    "split",
+    "metric",
+    "method",
+    "reference",
+    "mean",
+    "reference_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "n_images",
+    "alpha",
+    "beats",
 ]
 
 #: One image across seeds, within an experiment and split: the same file is the same image in every seed.
@@ -217,25 +250,39 @@ class _Estimates:
 
     def fields(self, j: int) -> dict:
         """Column ``j``'s CI and counts as a table row's fields."""
-        return {"ci_low": float(self.low[j]), "ci_high": float(self.high[j]),
-                "n_seeds": int(self.n_seeds[j]), "n_images": int(self.n_images[j])}
+        return {
+            "ci_low": float(self.low[j]),
+            "ci_high": float(self.high[j]),
+            "n_seeds": int(self.n_seeds[j]),
+            "n_images": int(self.n_images[j]),
+        }
 
     def excludes_zero(self, j: int) -> bool:
         """Whether column ``j``'s CI excludes 0 with at least ``MIN_SEEDS`` seeds behind it."""
         return bool(self.n_seeds[j] >= MIN_SEEDS and (self.low[j] > 0 or self.high[j] < 0))
 
 
-def _bootstrap(columns: np.ndarray, grid: _ImageGrid, n_boot: int, seed: int, alpha: float) -> _Estimates:
-    """Hierarchical bootstrap of the columns' means, every column seeing the same resampled seeds and images."""
+def _replicates(columns: np.ndarray, grid: _ImageGrid, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, k) bootstrap replicates of the columns' means, every column seeing the same seeds and images."""
     rng = np.random.default_rng(seed)
     # Images are drawn first, so adding seeds that hold the same images leaves the image draw as it was.
     image_counts = _draw_counts(rng, n_boot, grid.n_images)
     seed_counts = _draw_counts(rng, n_boot, grid.n_seeds)
-    replicates = _weighted_means(columns, grid, image_counts, seed_counts)
+    return _weighted_means(columns, grid, image_counts, seed_counts)
+
+
+def _percentiles(replicates: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (1 − alpha) percentile interval of each column of ``replicates`` (NaN for a column of NaN only)."""
     with warnings.catch_warnings():
         # A column without any finite value has only NaN replicates: its CI is NaN, and n_images = 0 says why.
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return low, high
+
+
+def _bootstrap(columns: np.ndarray, grid: _ImageGrid, n_boot: int, seed: int, alpha: float) -> _Estimates:
+    """Hierarchical bootstrap of the columns' means, every column seeing the same resampled seeds and images."""
+    low, high = _percentiles(_replicates(columns, grid, n_boot, seed), alpha)
     present = np.isfinite(columns)
     return _Estimates(
         point=_point(columns, grid),
@@ -292,8 +339,17 @@ def hierarchical_means(
     for experiment, grid in grids.items():
         estimates = _bootstrap(grid.values[methods].to_numpy(), grid, n_boot, seed, alpha)
         for j, method in enumerate(methods):
-            records.append({"experiment": experiment, "split": split, "metric": metric, "method": method,
-                            "estimate": float(estimates.point[j]), **estimates.fields(j), "alpha": alpha})
+            records.append(
+                {
+                    "experiment": experiment,
+                    "split": split,
+                    "metric": metric,
+                    "method": method,
+                    "estimate": float(estimates.point[j]),
+                    **estimates.fields(j),
+                    "alpha": alpha,
+                }
+            )
     return pd.DataFrame.from_records(records, columns=MEANS_COLUMNS)
 
 
@@ -336,10 +392,21 @@ def hierarchical_comparisons(
         estimates = _bootstrap(differences, grid, n_boot, seed, alpha)
         means = _point(paired, grid).reshape(-1, 2)
         for j, (a, b) in enumerate(pairs):
-            records.append({"experiment": experiment, "split": split, "metric": metric, "method_a": a, "method_b": b,
-                            "mean_a": float(means[j, 0]), "mean_b": float(means[j, 1]),
-                            "mean_diff": float(estimates.point[j]), **estimates.fields(j), "alpha": alpha,
-                            "holds": estimates.excludes_zero(j)})
+            records.append(
+                {
+                    "experiment": experiment,
+                    "split": split,
+                    "metric": metric,
+                    "method_a": a,
+                    "method_b": b,
+                    "mean_a": float(means[j, 0]),
+                    "mean_b": float(means[j, 1]),
+                    "mean_diff": float(estimates.point[j]),
+                    **estimates.fields(j),
+                    "alpha": alpha,
+                    "holds": estimates.excludes_zero(j),
+                }
+            )
     return pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)
 
 
@@ -396,10 +463,21 @@ def beats_best_reference(
         estimates = _bootstrap(differences, grid, n_boot, seed, alpha)
         means = _point(paired, grid).reshape(-1, 2)
         for j, method in enumerate(candidates):
-            records.append({"experiment": experiment, "split": split, "metric": metric, "method": method,
-                            "reference": reference, "mean": float(means[j, 0]), "reference_mean": float(means[j, 1]),
-                            "mean_diff": float(estimates.point[j]), **estimates.fields(j), "alpha": alpha,
-                            "beats": bool(estimates.n_seeds[j] >= MIN_SEEDS and estimates.low[j] > 0)})
+            records.append(
+                {
+                    "experiment": experiment,
+                    "split": split,
+                    "metric": metric,
+                    "method": method,
+                    "reference": reference,
+                    "mean": float(means[j, 0]),
+                    "reference_mean": float(means[j, 1]),
+                    "mean_diff": float(estimates.point[j]),
+                    **estimates.fields(j),
+                    "alpha": alpha,
+                    "beats": bool(estimates.n_seeds[j] >= MIN_SEEDS and estimates.low[j] > 0),
+                }
+            )
     return pd.DataFrame.from_records(records, columns=REFERENCE_COLUMNS)
 
 
@@ -433,13 +511,9 @@ def hierarchical_change(
         raise ValueError(f"values must hold one experiment, they hold {len(grids)}")
     (grid,) = grids.values()
     columns = grid.values[[before, after]].to_numpy()
-    rng = np.random.default_rng(seed)
-    image_counts, seed_counts = _draw_counts(rng, n_boot, grid.n_images), _draw_counts(rng, n_boot, grid.n_seeds)
-    replicates = _weighted_means(columns, grid, image_counts, seed_counts)
+    replicates = _replicates(columns, grid, n_boot, seed)
     point = _point(columns, grid)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a side without values: NaN replicates, NaN CI
-        low, high = np.nanpercentile(replicates[:, 1] - replicates[:, 0], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    low, high = _percentiles(replicates[:, 1] - replicates[:, 0], alpha)
     n_seeds = _distinct(grid.seed_of, grid.n_seeds, np.isfinite(columns)).min()
     holds = bool(n_seeds >= MIN_SEEDS and (low > 0 or high < 0))
     return {"change": float(point[1] - point[0]), "ci_low": float(low), "ci_high": float(high), "holds": holds}
