@@ -33,8 +33,8 @@ from captum.concept._utils.common import concepts_to_str
 from scipy.stats import ttest_ind
 from torch import Tensor, nn
 
-from xai_lightning.explain.captum_support import ClassLogits
 from xai_lightning.data.classes import DEFECT_TYPES
+from xai_lightning.explain.captum_support import ClassLogits
 
 if TYPE_CHECKING:
     from xai_lightning.reporting.report_sections import ReportWriter, Section
@@ -49,7 +49,7 @@ SIGNIFICANCE_LEVEL = 0.05
 SCORE = "sign_count"
 TCAV_COLUMNS = [
     "experiment", "run", "seed", "class", "concept", "layer", "tcav_score", "tcav_std", "random_score",
-    "p_value", "significant", "cav_accuracy", "n_inputs", "n_patches", "random_runs",
+    "p_value", "significant", "cav_accuracy", "transplant_effect", "n_inputs", "n_patches", "random_runs",
 ]  # fmt: skip
 
 
@@ -170,6 +170,34 @@ def random_patches(images: Tensor, count: int, side: int, generator: torch.Gener
         left = int(torch.randint(width - side + 1, (1,), generator=generator))
         patches.append(paste_centred(_cut(images[i], top, left, side), width))
     return torch.stack(patches)
+
+
+def transplant_effects(
+    model: nn.Module, sources: Tensor, masks: Tensor, targets: Tensor, generator: torch.Generator
+) -> Tensor:
+    """(N, K): how much each class's log-probability changes when a concept's own pixels are pasted onto ``targets``.
+
+    The interventional counterpart of a TCAV score. Each of the N ``targets`` (N, 3, H, W) gets the pixels inside
+    the mask of one random ``sources`` image (``masks`` (S, H, W) or (S, 1, H, W)), at the same place, and nothing
+    else changes. TCAV asks whether a class logit grows along the concept's direction at one layer, a local
+    question whose answer is a sign; this asks how far the model's output actually moves when the concept
+    appears, in log-probability (shift-free, unlike a raw logit). Images with an empty mask are never drawn.
+    """
+    masks = masks.reshape(masks.shape[0], *sources.shape[-2:]) > 0
+    usable = torch.nonzero(masks.flatten(1).any(1)).flatten()
+    if not len(usable):
+        raise ValueError("no source image has a non-empty mask to transplant")
+    picks = usable[torch.randint(len(usable), (len(targets),), generator=generator)]
+    pasted = torch.where(masks[picks, None], sources[picks], targets)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            before = torch.log_softmax(model.classify(targets).float(), dim=1)
+            after = torch.log_softmax(model.classify(pasted).float(), dim=1)
+    finally:
+        model.train(was_training)
+    return after - before
 
 
 # ---------------------------------------------------------------------------------------------- TCAV and the test
@@ -327,7 +355,9 @@ def tcav_table(
     (each from a pool of ``2 * patches_per_concept`` images, drawn afresh for each of the ``random_runs`` runs);
     ``layer`` defaults to :func:`default_layer` (the Grad-CAM layer, or the stage before it when that one feeds
     the classifier directly). Each class's scores are taken over ``images_per_class`` of
-    its images, preferably others than those its concept was cut from. Seeded by ``seed``.
+    its images, preferably others than those its concept was cut from. ``transplant_effect`` is the median change of
+    the row's class log-probability when the concept's masked pixels are pasted onto ``images_per_class`` good
+    images (:func:`transplant_effects`): how far the output moves, where TCAV gives a direction. Seeded by ``seed``.
     """
     model, data = loaded_run.model, loaded_run.data
     layer = layer or default_layer(model)
@@ -341,16 +371,22 @@ def tcav_table(
     pool = 2 * patches_per_concept
     good_images, _ = _load(dataset, positions["good"][:pool])
     side = patch_side(good_images.shape[-1], patch_fraction)
-    concepts = {}
+    # The last images of each class's order: disjoint from the concept's source images when the class has enough.
+    inputs = {class_names.index(label): _load(dataset, found[-images_per_class:])[0] for label, found in
+              positions.items() if found}  # fmt: skip
+    concepts, transplants = {}, {}
+    # Its own stream, so that adding the transplant left every TCAV draw as it was.
+    transplant_generator = torch.Generator().manual_seed(seed + 1)
+    good_inputs = inputs[class_names.index("good")]
     for label in (name for name in class_names if name in DEFECT_TYPES and positions[name]):
         images, masks = _load(dataset, positions[label][:pool])
         concepts[label] = [patches_inside(images, masks, patches_per_concept, side, generator) for _ in
                            range(random_runs)]  # fmt: skip
+        transplants[label] = (
+            transplant_effects(model, images, masks, good_inputs, transplant_generator).median(0).values
+        )
     counterparts, chance = ([random_patches(good_images, patches_per_concept, side, generator) for _ in
                              range(random_runs)] for _ in range(2))  # fmt: skip
-    # The last images of each class's order: disjoint from the concept's source images when the class has enough.
-    inputs = {class_names.index(label): _load(dataset, found[-images_per_class:])[0] for label, found in
-              positions.items() if found}  # fmt: skip
     results = concept_scores(model, layer, concepts, counterparts, chance, inputs)
     run = loaded_run.run
     ids = {"experiment": experiment or run.path.parent.name, "run": run.name, "seed": run.seed}
@@ -358,6 +394,8 @@ def tcav_table(
     table["n_inputs"] = table["class"].map({label: min(len(found), images_per_class) for label, found in
                                             positions.items()})  # fmt: skip
     table["n_patches"] = patches_per_concept
+    table["transplant_effect"] = [float(transplants[concept][class_names.index(label)]) for label, concept in
+                                  zip(table["class"], table["concept"])]  # fmt: skip
     return table[TCAV_COLUMNS]
 
 
@@ -371,7 +409,8 @@ def concept_matches(table: pd.DataFrame) -> pd.DataFrame:
     own["above_chance"] = own["tcav_score"] > own["random_score"]
     own["drives"] = own["significant"] & own["above_chance"]
     keys = [c for c in ("experiment", "run", "seed") if c in own.columns]
-    columns = ["class", "layer", "tcav_score", "random_score", "p_value", "significant", "above_chance", "drives"]
+    columns = ["class", "layer", "tcav_score", "random_score", "p_value", "significant", "above_chance", "drives",
+               "transplant_effect"]  # fmt: skip
     return own[[*keys, *columns]].reset_index(drop=True)
 
 
@@ -395,10 +434,15 @@ def tcav_section(writer: ReportWriter, table: pd.DataFrame, per_image: pd.DataFr
     matches = concept_matches(table)
     related = maps_where_concepts_drive(matches, per_image)
     lines = [
-        "Concepts are patches cut inside each defect class's masks, pasted on a neutral image; CAVs are trained "
-        f"against {int(table['random_runs'].max())} random sets of `good` patches, and a concept is significant "
-        f"for a class when a two-sided t-test of its TCAV scores against random-vs-random scores gives "
-        f"p < {SIGNIFICANCE_LEVEL}. *drives*: significant and above chance.",
+        (
+            "Concepts are patches cut inside each defect class's masks, pasted on a neutral image; CAVs are trained "
+            f"against {int(table['random_runs'].max())} random sets of `good` patches, and a concept is significant "
+            f"for a class when a two-sided t-test of its TCAV scores against random-vs-random scores gives "
+            f"p < {SIGNIFICANCE_LEVEL}. *drives*: significant and above chance. *transplant_effect*: the median change "
+            "of the class's log-probability when the concept's own pixels (inside its masks) are pasted onto good "
+            "images, the size of the effect that TCAV only gives the direction of. TCAV is a local, gradient-based "
+            "test: a model also responds to a pattern it never learnt, when the pattern looks unlike a good nut."
+        ),
         "",
         *writer.table("tcav_matches", matches, "TCAV: own concept of each defect class", "Own concept per class"),
         *(
