@@ -230,3 +230,51 @@ def test_mismatched_shapes_are_rejected(tiny: TinyCNN) -> None:
         deletion_curve(tiny.classify, images, targets, maps[:, :8])
     with pytest.raises(ValueError, match="targets"):
         insertion_curve(tiny.classify, images, targets[:2], maps)
+
+
+def test_the_mean_baseline_of_unnormalised_images_is_the_mean_colour() -> None:
+    """With [0, 1] inputs (``data.normalize: false``) the ``mean`` baseline is the ImageNet mean colour, not black."""
+    from xai_lightning.data.transforms import IMAGENET_MEAN
+
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    colour = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand_as(images)
+    assert torch.equal(curve_baseline(images, "mean", normalized=False), colour)
+    readout = RegionReadout(torch.ones(1, 1, 8, 8), weight=1.0)
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(1))
+    deleted = deletion_curve(readout.classify, images, torch.ones(2, dtype=torch.long), maps, steps=2, baseline="mean",
+                             normalized=False)[:, -1]  # fmt: skip
+    torch.testing.assert_close(deleted, readout.classify(colour).softmax(1)[:, 1])
+
+
+class _RecordingReadout(RegionReadout):
+    """A RegionReadout that says whether it takes normalised inputs, and keeps every batch it is shown."""
+
+    def __init__(self, normalize_input: bool) -> None:
+        super().__init__(torch.ones(1, 1, SIZE, SIZE), weight=0.1)
+        self.hparams = {"normalize_input": normalize_input}
+        self.seen: list[Tensor] = []
+
+    def classify(self, images: Tensor) -> Tensor:
+        self.seen.append(images.detach().clone())
+        return super().classify(images)
+
+
+@pytest.mark.parametrize("normalize_input", [True, False])
+def test_scoring_deletes_towards_the_mean_image_of_the_models_input_space(normalize_input: bool) -> None:
+    """The attribution pass follows the model's ``normalize_input``: its curves' end image is zeros for a model
+    that takes normalised images and the mean colour for one that takes [0, 1] values."""
+    from xai_lightning.data.transforms import IMAGENET_MEAN
+    from xai_lightning.scoring import ScoringConfig
+    from xai_lightning.scoring.batch import score_batch
+
+    model = _RecordingReadout(normalize_input)
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    masks[:, :4, :4] = True
+    explainers = {"random": create_explainer("random", model)}
+    config = ScoringConfig(faithfulness_steps=2, faithfulness_baseline="mean")
+    scores = score_batch(model, explainers, images, masks, torch.ones(2, dtype=torch.long), config)
+    assert not scores.errors, scores.errors
+    mean = torch.zeros(3) if normalize_input else torch.tensor(IMAGENET_MEAN)
+    expected = mean.view(1, 3, 1, 1).expand(2, 3, SIZE, SIZE)
+    assert any(batch.shape == expected.shape and torch.equal(batch, expected) for batch in model.seen)

@@ -37,17 +37,20 @@ ExplainFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # ---------------------------------------------------------------------------- deletion / insertion
-def curve_baseline(images: Tensor, baseline: str = "blur", blur_sigma: float = DEFAULT_BLUR_SIGMA) -> Tensor:
+def curve_baseline(
+    images: Tensor, baseline: str = "blur", blur_sigma: float = DEFAULT_BLUR_SIGMA, normalized: bool = True
+) -> Tensor:
     """The image that deleted pixels are replaced with (and that insertion starts from), (B, C, H, W).
 
     One of :data:`~xai_lightning.explain.baselines.CURVE_BASELINES`, made by
     :func:`~xai_lightning.explain.baselines.baseline_image`: ``"blur"``, a Gaussian-blurred copy of
     each image (sigma ``blur_sigma`` pixels), which removes a defect but keeps colour and brightness,
     so the curve does not measure the model's reaction to an out-of-distribution flat image;
-    ``"mean"``, the dataset-mean image (zeros once normalised).
+    ``"mean"``, the dataset-mean image: zeros once normalised, the mean colour when ``normalized`` is false
+    (the images are [0, 1] values, ``data.normalize: false``).
     """
     _check_baseline(baseline, blur_sigma)
-    return baseline_image(baseline, images, blur_sigma)
+    return baseline_image(baseline, images, blur_sigma, normalized=normalized)
 
 
 def deletion_curve(
@@ -60,6 +63,7 @@ def deletion_curve(
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
     endpoints: tuple[Tensor, Tensor] | None = None,
+    normalized: bool = True,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are replaced by the baseline.
 
@@ -74,7 +78,7 @@ def deletion_curve(
     Args:
         classify: images → (N, classes) logits, e.g. ``model.classify``. The caller puts the model
             in eval mode; the curve is computed without gradients.
-        images: (B, C, H, W) normalised images.
+        images: (B, C, H, W) images, as the model takes them.
         targets: (B,) class whose probability is followed.
         maps: (B, H, W) attribution maps, higher = more important; must be finite.
         steps: number of equal fractions of H·W removed one after the other.
@@ -84,8 +88,12 @@ def deletion_curve(
         endpoints: the target's (B,) probabilities on the original and on the baseline image, when the
             caller has them: every method's curve starts and ends on those two images, so a caller
             scoring several methods computes them once instead of twice per method.
+        normalized: whether ``images`` are ImageNet-normalised (false: [0, 1] values), which decides
+            what the ``"mean"`` baseline's values are.
     """
-    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, False, endpoints)
+    return _curve(
+        classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, False, endpoints, normalized
+    )
 
 
 def insertion_curve(
@@ -98,6 +106,7 @@ def insertion_curve(
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
     endpoints: tuple[Tensor, Tensor] | None = None,
+    normalized: bool = True,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are put back onto the baseline.
 
@@ -105,7 +114,7 @@ def insertion_curve(
     the baseline image, point ``steps`` the original. A faithful map makes the probability rise
     early: a high :func:`curve_area` is good.
     """
-    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, True, endpoints)
+    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, True, endpoints, normalized)
 
 
 def curve_area(curve: Tensor) -> Tensor:
@@ -130,6 +139,7 @@ def _curve(
     batch_size: int | None,
     insert: bool,
     endpoints: tuple[Tensor, Tensor] | None = None,
+    normalized: bool = True,
 ) -> Tensor:
     _check_int("steps", steps)
     if batch_size is None:
@@ -141,7 +151,7 @@ def _curve(
     n_points = steps + 1
     # Inference tensors (Lightning's test loop) work here: nothing is saved for backward.
     with torch.no_grad():
-        reference = curve_baseline(images, baseline, blur_sigma)
+        reference = curve_baseline(images, baseline, blur_sigma, normalized)
         # Deletion moves from the image towards the reference; insertion from the reference back.
         start_image, end_image = (reference, images) if insert else (images, reference)
         order = torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.explain.base import Explainer
 from xai_lightning.explain.engine import device_clock, explain_batch
 from xai_lightning.metrics.faithfulness import curve_area, curve_baseline, deletion_curve, insertion_curve
@@ -99,6 +100,7 @@ def score_batch(
                         config.faithfulness_steps,
                         config.faithfulness_baseline,
                         endpoints=endpoints,
+                        normalized=input_normalized(model),
                     )
                     for curve, function in CURVES.items()
                 }
@@ -129,7 +131,8 @@ def score_batch(
 def _curve_endpoints(model: nn.Module, images: Tensor, logits: Tensor, targets: Tensor, config: ScoringConfig):
     """The target's probability on the images and on their baseline: the two ends of every method's curves."""
     with torch.no_grad():
-        reference_logits = model.classify(curve_baseline(images, config.faithfulness_baseline))
+        reference = curve_baseline(images, config.faithfulness_baseline, normalized=input_normalized(model))
+        reference_logits = model.classify(reference)
     return tuple(
         values.float().softmax(1).gather(1, targets.view(-1, 1))[:, 0] for values in (logits, reference_logits)
     )
