@@ -8,7 +8,8 @@ import torch
 from conftest import smoke_args
 from torch import nn
 
-from xai_lightning.evaluation.layers import LAYER_COLUMNS, LAYER_METRICS, layer_methods, layer_section, layer_table
+from xai_lightning.evaluation.layers import LAYER_COLUMNS, LAYER_METRICS, layer_methods, layer_table
+from xai_lightning.reporting.analysis_sections import layer_section
 from xai_lightning.evaluation.layers import layer_sensitivity
 from xai_lightning.metrics.names import OVERALL
 from xai_lightning.models.backbones import create_backbone

@@ -8,21 +8,16 @@ seeds per stage, class and metric.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 import torch
 from torch import nn
 
 from xai_lightning.evaluation.explanations import explain_run
 from xai_lightning.evaluation.settings import evaluation_scoring
-from xai_lightning.metrics.names import LOWER_IS_BETTER, OVERALL, metric_label
+from xai_lightning.metrics.names import OVERALL
 from xai_lightning.reporting.seeds import across_seeds, finite, per_class_and_overall
 from xai_lightning.runs import LoadedRun, Run, as_loaded
 from xai_lightning.scoring import ScoringConfig
-
-if TYPE_CHECKING:  # evaluation needs no report machinery unless a report is written
-    from xai_lightning.reporting.report_sections import ReportWriter, Section
 
 #: The per-image metrics a layer comparison keeps: localisation (TKO, pointing game) and faithfulness (deletion).
 LAYER_METRICS = ("tko", "pointing_game", "deletion_auc")
@@ -148,41 +143,3 @@ def layer_table(per_image_layers: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     # The method's name travels in attrs (a concatenation of several runs' rows may drop it: captions then say less).
     table.attrs["method"] = per_image_layers.attrs.get("method", "layer CAM")
     return table
-
-
-def layer_section(writer: ReportWriter, table: pd.DataFrame) -> Section | None:
-    """Section "Which layer to explain": the overall mean ± std per stage and metric, and the figure per experiment.
-
-    ``table`` is :func:`layer_table` output (the per-class values go to ``tables/layer_sensitivity_per_class.csv``).
-    Left out (None) when ``table`` has no rows.
-    """
-    from xai_lightning.reporting.check_sections import _slug
-    from xai_lightning.reporting.figures.layers import layer_curves
-    from xai_lightning.reporting.report_sections import Section
-    from xai_lightning.reporting.tables import mean_std_table
-
-    if table is None or table.empty:
-        return None
-    writer.tables_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(writer.tables_dir / "layer_sensitivity_per_class.csv", index=False)
-    overall = table[table["class"] == OVERALL].assign(column=lambda t: t["metric"].map(metric_label))
-    stages = overall.sort_values("stage_index")["stage"].drop_duplicates().tolist()
-    order = {"column": [metric_label(m) for m in LAYER_METRICS], "stage": stages}
-    shown = mean_std_table(overall, rows=["experiment", "split", "stage"], columns="column", order=order)
-    caption = f"{table.attrs.get('method', 'layer CAM')} hooked at each encoder stage (all images)"
-    lower = ", ".join(metric_label(m) for m in LAYER_METRICS if m in LOWER_IS_BETTER)
-    lines = [
-        (
-            "The same layer CAM hooked at each encoder stage that outputs a feature map, from the input side "
-            f"(stem) to the deepest stage: localisation (TKO, pointing game) and faithfulness ({lower}: lower is "
-            "better). Mean over the images of each seed, then mean ± std over seeds."
-        ),
-        "",
-        *writer.table("layer_sensitivity", shown, caption, md_prefix=f"{caption}, "),
-    ]
-    experiments = sorted(table["experiment"].unique())
-    for experiment in experiments:
-        name = "layer_curves" if len(experiments) == 1 else f"layer_curves_{_slug(experiment)}"
-        writer.figure(name, layer_curves, table, experiment=experiment)
-        lines += writer.embed(name)
-    return Section("Which layer to explain", lines)

@@ -37,7 +37,6 @@ from xai_lightning.data.classes import DEFECT_TYPES
 from xai_lightning.explain.captum_support import ClassLogits
 
 if TYPE_CHECKING:
-    from xai_lightning.reporting.report_sections import ReportWriter, Section
     from xai_lightning.runs import LoadedRun
 
 #: Patch side as a fraction of the image side: 16 px at 64 px input.
@@ -424,37 +423,3 @@ def maps_where_concepts_drive(matches: pd.DataFrame, per_image: pd.DataFrame | N
     wide = means.pivot_table(index=["run", "class"], columns="method", values="value").reset_index()
     keys = [c for c in ("run", "class", "drives", "p_value") if c in matches.columns]
     return matches[keys].merge(wide, on=["run", "class"], how="left")
-
-
-def tcav_section(writer: ReportWriter, table: pd.DataFrame, per_image: pd.DataFrame | None = None) -> Section:
-    """Section "TCAV: do the defect concepts drive their classes?": the per-class matches, the maps' TKO on those
-    classes (``per_image``: the evaluation's per-image scores) and the full table."""
-    from xai_lightning.reporting.report_sections import Section
-
-    matches = concept_matches(table)
-    related = maps_where_concepts_drive(matches, per_image)
-    lines = [
-        (
-            "Concepts are patches cut inside each defect class's masks, pasted on a neutral image; CAVs are trained "
-            f"against {int(table['random_runs'].max())} random sets of `good` patches, and a concept is significant "
-            f"for a class when a two-sided t-test of its TCAV scores against random-vs-random scores gives "
-            f"p < {SIGNIFICANCE_LEVEL}. *drives*: significant and above chance. *transplant_effect*: the median change "
-            "of the class's log-probability when the concept's own pixels (inside its masks) are pasted onto good "
-            "images, the size of the effect that TCAV only gives the direction of. TCAV is a local, gradient-based "
-            "test: a model also responds to a pattern it never learnt, when the pattern looks unlike a good nut."
-        ),
-        "",
-        *writer.table("tcav_matches", matches, "TCAV: own concept of each defect class", "Own concept per class"),
-        *(
-            writer.table(
-                "tcav_maps",
-                related,
-                "Mean TKO per method on each class, by whether its concept drives it",
-                "The maps on the same classes: mean TKO per method",
-            )  # fmt: skip
-            if len(related)
-            else []
-        ),
-        *writer.table("tcav", table, "TCAV scores per class and concept", "All classes and concepts"),
-    ]
-    return Section("TCAV: do the defect concepts drive their classes?", lines)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from xai_lightning.evaluation.layers import layer_table
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES
-
-from xai_lightning.evaluation.layers import layer_section, layer_table
-from xai_lightning.evaluation.tcav import tcav_section
 from xai_lightning.reporting import figures
+from xai_lightning.reporting.analysis_sections import layer_section, tcav_section
 from xai_lightning.reporting.radar import radar_section
 from xai_lightning.reporting.check_sections import across_experiments_section, cost_section, truth_section
 from xai_lightning.reporting.check_summaries import randomization_summary
