@@ -29,11 +29,14 @@ from torch import Tensor
 from xai_lightning.data.cache import ResizedImageCache
 from xai_lightning.data.datamodule import MVTecDataModule
 from xai_lightning.data.synthetic import shortcut_mask_path
+from xai_lightning.errors import ConfigError
 from xai_lightning.evaluation.tcav import (
     TCAV_COLUMNS,
     concept_matches,
+    check_layer,
     concept_scores,
     default_layer,
+    layer_for_backbone,
     patch_side,
     patches_inside,
     random_patches,
@@ -167,6 +170,22 @@ def test_the_marker_concept_drives_the_shortcut_class_only(arm):
     assert hole["significant"] and hole["tcav_score"] > hole["random_score"], report
     assert not (good["significant"] and good["tcav_score"] > good["random_score"]), report
     assert good["tcav_score"] < good["random_score"], report
+
+
+def test_the_tcav_layer_is_chosen_per_backbone_and_a_wrong_one_is_named():
+    """``--tcav-layer`` values: a backbone's own entry first, then the one for every backbone, else the default;
+    malformed and repeated entries, and a path that is not a module of the model, are refused with the option."""
+    values = ["encoder.layer3", "vit_b_16=encoder.encoder"]
+    assert layer_for_backbone(values, "vit_b_16") == "encoder.encoder"
+    assert layer_for_backbone(values, "resnet18") == "encoder.layer3"
+    assert layer_for_backbone(["vit_b_16=encoder.encoder"], "resnet18") is None
+    for bad in (["=encoder.layer3"], ["resnet18="], ["encoder.layer2", "encoder.layer3"]):
+        with pytest.raises(ConfigError, match="--tcav-layer"):
+            layer_for_backbone(bad, "resnet18")
+    model = MultiTaskClassifier("resnet18", class_names=["good", "hole"])
+    assert check_layer(model, "encoder.layer2") == "encoder.layer2"
+    with pytest.raises(ConfigError, match=r"'encoder\.layer9'.*encoder\.layer1, encoder\.layer2"):
+        check_layer(model, "encoder.layer9")
 
 
 class _Recorder(torch.nn.Module):

@@ -358,12 +358,16 @@ def test_evaluate_adds_the_layer_sensitivity_the_radar_and_tcav_to_the_report(sm
     _, run_dir = smoke_run
     out = tmp_path / "eval"
     args = [str(run_dir.parent), "--out", str(out), "--methods", "gradcam", "saliency", "--check-images-per-class", "0"]
-    evaluate([*args, "--layer-sensitivity", "--tcav", "--no-wandb", "--bootstrap", "200", "--xai-splits", "test"])
+    # A backbone's own --tcav-layer entry wins over the entry for every backbone.
+    tcav_layers = ["--tcav-layer", "encoder.layer3", "--tcav-layer", "resnet18=encoder.layer2"]
+    evaluate([*args, "--layer-sensitivity", "--tcav", *tcav_layers, "--no-wandb", "--bootstrap", "200", "--xai-splits",
+              "test"])  # fmt: skip
     report = (out / "report.md").read_text()
     assert "Which layer to explain" in report and "Methods on every metric at once" in report
     assert "TCAV: do the defect concepts drive their classes?" in report
     tcav = pd.read_csv(out / "tcav.csv")
     assert set(tcav["concept"]) == {"crack", "cut", "hole", "print"} and tcav["p_value"].between(0, 1).all()
+    assert set(tcav["layer"]) == {"encoder.layer2"}
     assert {"gradcam", "saliency"} <= set(pd.read_csv(out / "tables" / "tcav_maps.csv").columns)
     layers = pd.read_csv(out / "layer_sensitivity.csv")
     assert set(layers["stage"]) == {"stem", "layer1", "layer2", "layer3", "layer4"}  # every stage of resnet18

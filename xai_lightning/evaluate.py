@@ -23,7 +23,7 @@ from xai_lightning.errors import ConfigError, RunError
 from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_maps, explain_run, training_curves
 from xai_lightning.evaluation.explanations import RunExplanations
 from xai_lightning.evaluation.layers import layer_sensitivity
-from xai_lightning.evaluation.tcav import tcav_table
+from xai_lightning.evaluation.tcav import check_layer, layer_for_backbone, tcav_table
 from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES, POINTING_TIES, WIN_TIES
@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also TCAV: do concepts cut from each defect class's masks drive that class? (about 10 s per run at 64²)",
     )
+    parser.add_argument(
+        "--tcav-layer",
+        action="append",
+        default=[],
+        metavar="[BACKBONE=]PATH",
+        help="layer the CAVs are trained on, a module path such as encoder.layer3; BACKBONE=PATH for the runs of one "
+        "backbone (repeatable). Default: the Grad-CAM layer, or the stage before it when it feeds the pooling",
+    )
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
     parser.add_argument(
         "--ddof", type=int, choices=(0, 1), default=1, help="std over seeds: 1 (sample std) or 0 (the poster's)"
@@ -258,7 +266,11 @@ def evaluate_one(
             )
         )
     if args.tcav:
-        out.tables["tcav"].append(tcav_table(loaded, split="train", seed=CHECK_SEED, experiment=experiment))
+        layer = layer_for_backbone(args.tcav_layer, backbone)
+        if layer:
+            check_layer(loaded.model, layer, f"evaluate.py --tcav-layer for {backbone} runs")
+        table = tcav_table(loaded, split="train", layer=layer, seed=CHECK_SEED, experiment=experiment)
+        out.tables["tcav"].append(table)
     if examples:
         out.examples = example_maps(
             loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
@@ -313,6 +325,9 @@ def report_win_ties(scoring: pd.DataFrame | None, notes: list[str]) -> str:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse bad options before any run is loaded (a scoring override is checked against the defaults)."""
     checked_overrides(scoring_overrides(args))
+    layer_for_backbone(args.tcav_layer, None)  # malformed or repeated entries, before any run is loaded
+    if args.tcav_layer and not args.tcav:
+        raise ConfigError("evaluate.py --tcav-layer is given without --tcav; add --tcav to run TCAV.")
     for option in ("batch_size", "max_images_per_class"):
         value = getattr(args, option)
         if value is not None and value < 1:

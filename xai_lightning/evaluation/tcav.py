@@ -34,6 +34,7 @@ from scipy.stats import ttest_ind
 from torch import Tensor, nn
 
 from xai_lightning.data.classes import DEFECT_TYPES
+from xai_lightning.errors import ConfigError
 from xai_lightning.explain.captum_support import ClassLogits
 
 if TYPE_CHECKING:
@@ -325,6 +326,38 @@ def default_layer(model: nn.Module) -> str:
     return cam
 
 
+def check_layer(model: nn.Module, layer: str, option: str = "tcav_table's `layer`") -> str:
+    """``layer`` when it is a module of ``model`` (a dotted path such as ``encoder.layer3``); otherwise a
+    ConfigError naming ``option`` and the model's encoder stages."""
+    if layer not in dict(model.named_modules()):
+        stages = ", ".join(f"encoder.{name}" for name, _ in model.encoder.named_children())
+        backbone = getattr(model, "hparams", {}).get("backbone", "this")
+        raise ConfigError(
+            f"{option} is {layer!r}, which is not a module of the {backbone} model. Use a dotted path inside the "
+            f"model, e.g. one of its encoder stages: {stages}."
+        )
+    return layer
+
+
+def layer_for_backbone(
+    layers: Sequence[str], backbone: str | None, option: str = "evaluate.py --tcav-layer"
+) -> str | None:
+    """The TCAV layer for a run of ``backbone`` from ``PATH`` / ``BACKBONE=PATH`` values (a backbone's own entry
+    first, then the one without a backbone); None when neither is given (the default layer). Malformed or repeated
+    entries are refused, naming ``option``."""
+    chosen: dict[str | None, str] = {}
+    for value in layers:
+        name, _, path = value.rpartition("=") if "=" in value else (None, "", value)
+        if not path or name == "":
+            raise ConfigError(f"{option} is {value!r}; use a module path (encoder.layer3) or BACKBONE=PATH.")
+        if name in chosen:
+            raise ConfigError(
+                f"{option} names {'backbone ' + repr(name) if name else 'a layer for every backbone'} twice."
+            )
+        chosen[name] = path
+    return chosen.get(backbone, chosen.get(None))
+
+
 def _class_positions(frame: pd.DataFrame, label: str, generator: torch.Generator) -> list[int]:
     """Positions in the split's dataset of the images of ``label``, in a seeded random order."""
     positions = np.flatnonzero(frame["label"].to_numpy() == label)
@@ -359,7 +392,7 @@ def tcav_table(
     images (:func:`transplant_effects`): how far the output moves, where TCAV gives a direction. Seeded by ``seed``.
     """
     model, data = loaded_run.model, loaded_run.data
-    layer = layer or default_layer(model)
+    layer = check_layer(model, layer) if layer else default_layer(model)
     frame, dataset = data.frame(split), data.dataset(split)
     generator = torch.Generator().manual_seed(seed)
     class_names = list(model.class_names)
