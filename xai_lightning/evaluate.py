@@ -106,6 +106,29 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    """The opt-in analyses: layer sensitivity and TCAV."""
+    parser.add_argument(
+        "--layer-sensitivity",
+        action="store_true",
+        help="also Grad-CAM at every encoder stage: TKO, pointing game and deletion AUC per stage (costs one "
+        f"Grad-CAM and {LAYER_FAITHFULNESS_STEPS}-step deletion curves per stage and image)",
+    )
+    parser.add_argument(
+        "--tcav",
+        action="store_true",
+        help="also TCAV: do concepts cut from each defect class's masks drive that class? (about 10 s per run at 64²)",
+    )
+    parser.add_argument(
+        "--tcav-layer",
+        action="append",
+        default=[],
+        metavar="[BACKBONE=]PATH",
+        help="layer the CAVs are trained on, a module path such as encoder.layer3; BACKBONE=PATH for the runs of one "
+        "backbone (repeatable). Default: the Grad-CAM layer, or the stage before it when it feeds the pooling",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Evaluate the runs of one or more experiments and write a report.")
     parser.add_argument("experiment_dirs", type=Path, nargs="+", help="experiment folder(s) (or single run folders)")
@@ -142,25 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     checks.add_argument(
         "--stability-runs", type=int, default=5, help="seeded runs per stochastic method (below 2: skip)"
     )
-    parser.add_argument(
-        "--layer-sensitivity",
-        action="store_true",
-        help="also Grad-CAM at every encoder stage: TKO, pointing game and deletion AUC per stage (costs one "
-        f"Grad-CAM and {LAYER_FAITHFULNESS_STEPS}-step deletion curves per stage and image)",
-    )
-    parser.add_argument(
-        "--tcav",
-        action="store_true",
-        help="also TCAV: do concepts cut from each defect class's masks drive that class? (about 10 s per run at 64²)",
-    )
-    parser.add_argument(
-        "--tcav-layer",
-        action="append",
-        default=[],
-        metavar="[BACKBONE=]PATH",
-        help="layer the CAVs are trained on, a module path such as encoder.layer3; BACKBONE=PATH for the runs of one "
-        "backbone (repeatable). Default: the Grad-CAM layer, or the stage before it when it feeds the pooling",
-    )
+    add_analysis_arguments(parser)
     parser.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the CIs")
     parser.add_argument(
         "--ddof", type=int, choices=(0, 1), default=1, help="std over seeds: 1 (sample std) or 0 (the poster's)"
@@ -252,6 +257,22 @@ def evaluate_one(
     out.tables["agreement"].append(explained.agreement)
     out.tables["randomization"].append(checked.randomization)
     out.tables["stability"].append(checked.stability)
+    optional_analyses(loaded, experiment, backbone, scoring, args, out)
+    if examples:
+        out.examples = example_maps(
+            loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
+        )
+
+
+def optional_analyses(
+    loaded: LoadedRun,
+    experiment: str,
+    backbone: str | None,
+    scoring: ScoringConfig,
+    args: argparse.Namespace,
+    out: Collected,
+) -> None:
+    """The opt-in analyses of one run: Grad-CAM at every stage (``--layer-sensitivity``) and TCAV (``--tcav``)."""
     if args.layer_sensitivity:
         out.tables["layer_sensitivity"].append(
             layer_sensitivity(
@@ -271,10 +292,6 @@ def evaluate_one(
             check_layer(loaded.model, layer, f"evaluate.py --tcav-layer for {backbone} runs")
         table = tcav_table(loaded, split="train", layer=layer, seed=CHECK_SEED, experiment=experiment)
         out.tables["tcav"].append(table)
-    if examples:
-        out.examples = example_maps(
-            loaded, methods, example_split, EXAMPLES_PER_CLASS, seed=CHECK_SEED, known_maps=explained.maps
-        )
 
 
 def sampled(loaded: LoadedRun, split: str, per_class: int) -> list[tuple[str, str]]:
