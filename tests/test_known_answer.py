@@ -107,10 +107,18 @@ class KnownAnswer:
     marker: Tensor  # (B, H, W) bool marker masks
 
 
-def _datamodule(root: Path, shortcut_fraction: float, counts: dict[str, int] = COUNTS) -> MVTecDataModule:
+def _datamodule(
+    root: Path,
+    shortcut_fraction: float,
+    counts: dict[str, int] = COUNTS,
+    image_size: int = IMAGE_SIZE,
+    seed: int = SEED,
+) -> MVTecDataModule:
+    """The known-answer set (generated at ``GENERATED_SIZE``, or ``image_size`` if larger), set up; ``seed`` seeds
+    the generator (the split is always ``SPLIT``)."""
     synthetic = SyntheticConfig(
-        size=GENERATED_SIZE,
-        seed=SEED,
+        size=max(GENERATED_SIZE, image_size),
+        seed=seed,
         counts=counts,
         shortcut_fraction=shortcut_fraction,
         shortcut_size=SHORTCUT_SIZE,
@@ -118,7 +126,7 @@ def _datamodule(root: Path, shortcut_fraction: float, counts: dict[str, int] = C
     data = MVTecDataModule(
         root=str(root),
         source="synthetic",
-        image_size=IMAGE_SIZE,
+        image_size=image_size,
         batch_size=BATCH_SIZE,
         num_workers=0,
         split=SPLIT,
@@ -130,15 +138,15 @@ def _datamodule(root: Path, shortcut_fraction: float, counts: dict[str, int] = C
     return data
 
 
-def _train(data: MVTecDataModule) -> MultiTaskClassifier:
+def _train(data: MVTecDataModule, seed: int = SEED, epochs: int = EPOCHS) -> MultiTaskClassifier:
     """The project's model and training step, seeded; no validation, logger or checkpoint (nothing to pick)."""
     with torch.random.fork_rng():
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         model = MultiTaskClassifier(
             "resnet18", class_names=data.class_names, lr=LR, scheduler=SCHEDULER
         )
         trainer = pl.Trainer(
-            max_epochs=EPOCHS,
+            max_epochs=epochs,
             accelerator="cpu",
             devices=1,
             logger=False,
