@@ -8,6 +8,7 @@ import torch
 from conftest import smoke_args
 from torch import nn
 
+from xai_lightning.errors import ConfigError
 from xai_lightning.evaluation.layers import LAYER_COLUMNS, LAYER_METRICS, layer_methods, layer_table
 from xai_lightning.reporting.analysis_sections import layer_section
 from xai_lightning.evaluation.layers import layer_sensitivity
@@ -38,6 +39,12 @@ def test_layer_methods_of_a_vit_hook_only_its_grid_stage():
     assert layer_methods(_encoder_only("vit_b_16"), method="guided_gradcam") == {
         "guided_gradcam@grid": {"method": "guided_gradcam", "layer": "encoder.grid"}
     }
+
+
+def test_a_method_that_hooks_no_layer_is_refused_with_the_ones_that_do():
+    """Only methods whose options take ``layer`` can be moved from stage to stage; the error lists them."""
+    with pytest.raises(ConfigError, match="'saliency'.*gradcam, guided_gradcam"):
+        layer_methods(_encoder_only("resnet18"), method="saliency")
 
 
 def test_the_dry_pass_leaves_batchnorm_statistics_and_mode_alone():

@@ -150,6 +150,7 @@ def test_an_override_is_used_and_named_in_the_report(scored_run, tmp_path):
     assert "deletion_auc" not in set(per_image["metric"])
     for bad, flag in ((["--top-k", "1.5"], "--top-k"), (["--faithfulness-steps", "-1"], "--faithfulness-steps"),
                       (["--batch-size", "0"], "--batch-size"), (["--tcav-layer", "encoder.layer3"], "--tcav-layer"),
+                      (["--layer-method", "guided_gradcam"], "--layer-method"),
                       (["--tcav", "--tcav-layer", "resnet18="], "--tcav-layer")):
         with pytest.raises(ConfigError, match=flag):  # before any run is loaded
             evaluate([str(tmp_path / "no-such-experiment"), "--out", str(tmp_path), *bad, "--no-wandb"])

@@ -360,10 +360,11 @@ def test_evaluate_adds_the_layer_sensitivity_the_radar_and_tcav_to_the_report(sm
     args = [str(run_dir.parent), "--out", str(out), "--methods", "gradcam", "saliency", "--check-images-per-class", "0"]
     # A backbone's own --tcav-layer entry wins over the entry for every backbone.
     tcav_layers = ["--tcav-layer", "encoder.layer3", "--tcav-layer", "resnet18=encoder.layer2"]
-    evaluate([*args, "--layer-sensitivity", "--tcav", *tcav_layers, "--no-wandb", "--bootstrap", "200", "--xai-splits",
-              "test"])  # fmt: skip
+    analyses = ["--layer-sensitivity", "--layer-method", "guided_gradcam", "--tcav", *tcav_layers]
+    evaluate([*args, *analyses, "--no-wandb", "--bootstrap", "200", "--xai-splits", "test"])
     report = (out / "report.md").read_text()
     assert "Which layer to explain" in report and "Methods on every metric at once" in report
+    assert "guided_gradcam hooked at each encoder stage" in report
     assert "TCAV: do the defect concepts drive their classes?" in report
     tcav = pd.read_csv(out / "tcav.csv")
     assert set(tcav["concept"]) == {"crack", "cut", "hole", "print"} and tcav["p_value"].between(0, 1).all()

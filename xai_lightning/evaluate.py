@@ -22,7 +22,7 @@ from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError, RunError
 from xai_lightning.evaluation import evaluate_run, evaluation_scoring, example_maps, explain_run, training_curves
 from xai_lightning.evaluation.explanations import RunExplanations
-from xai_lightning.evaluation.layers import layer_sensitivity
+from xai_lightning.evaluation.layers import layer_method_names, layer_sensitivity
 from xai_lightning.evaluation.tcav import check_layer, layer_for_backbone, tcav_table
 from xai_lightning.evaluation.settings import checked_overrides, configured_methods, methods_for
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
@@ -113,6 +113,12 @@ def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also Grad-CAM at every encoder stage: TKO, pointing game and deletion AUC per stage (costs one "
         f"Grad-CAM and {LAYER_FAITHFULNESS_STEPS}-step deletion curves per stage and image)",
+    )
+    parser.add_argument(
+        "--layer-method",
+        choices=layer_method_names(),
+        default=None,
+        help="the layer method --layer-sensitivity hooks at every stage (default: gradcam)",
     )
     parser.add_argument(
         "--tcav",
@@ -277,7 +283,7 @@ def optional_analyses(
         out.tables["layer_sensitivity"].append(
             layer_sensitivity(
                 loaded,
-                method="gradcam",
+                method=args.layer_method or "gradcam",
                 split=args.xai_splits[-1],
                 faithfulness_steps=LAYER_FAITHFULNESS_STEPS,
                 max_images_per_class=args.max_images_per_class,
@@ -343,6 +349,8 @@ def check_options(args: argparse.Namespace) -> None:
     """Refuse bad options before any run is loaded (a scoring override is checked against the defaults)."""
     checked_overrides(scoring_overrides(args))
     layer_for_backbone(args.tcav_layer, None)  # malformed or repeated entries, before any run is loaded
+    if args.layer_method and not args.layer_sensitivity:
+        raise ConfigError("evaluate.py --layer-method is given without --layer-sensitivity; add --layer-sensitivity.")
     if args.tcav_layer and not args.tcav:
         raise ConfigError("evaluate.py --tcav-layer is given without --tcav; add --tcav to run TCAV.")
     for option in ("batch_size", "max_images_per_class"):

@@ -12,8 +12,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from xai_lightning.errors import ConfigError
 from xai_lightning.evaluation.explanations import explain_run
 from xai_lightning.evaluation.settings import evaluation_scoring
+from xai_lightning.explain.base import explainer_class, list_explainers
+from xai_lightning.explain.options import LayerOptions
 from xai_lightning.metrics.names import OVERALL
 from xai_lightning.reporting.seeds import across_seeds, finite, per_class_and_overall
 from xai_lightning.runs import LoadedRun, Run, as_loaded
@@ -51,6 +54,19 @@ def map_stages(encoder: nn.Module, size: int = DRY_PASS_SIZE) -> list[str]:
     return stages
 
 
+def layer_method_names() -> list[str]:
+    """The registered explainers that hook one layer (their options take ``layer``): what a layer comparison runs.
+
+    >>> layer_method_names()
+    ['gradcam', 'guided_gradcam']
+    """
+    return [
+        name
+        for name in list_explainers()
+        if issubclass(getattr(explainer_class(name), "Options", object), LayerOptions)
+    ]
+
+
 def layer_methods(model: nn.Module, method: str = "gradcam") -> dict[str, dict]:
     """One spec of the layer method ``method`` per map stage of ``model.encoder``: ``{"<method>@<stage>": spec}``.
 
@@ -63,6 +79,10 @@ def layer_methods(model: nn.Module, method: str = "gradcam") -> dict[str, dict]:
     >>> layer_methods(model)["gradcam@layer3"]
     {'method': 'gradcam', 'layer': 'encoder.layer3'}
     """
+    if method not in layer_method_names():
+        raise ConfigError(
+            f"layer method is {method!r}; use a method that hooks one layer: {', '.join(layer_method_names())}."
+        )
     encoder = getattr(model, ENCODER, None)
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"the model has no `{ENCODER}` module whose stages could be hooked")

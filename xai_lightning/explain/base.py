@@ -248,6 +248,17 @@ def list_explainers(pattern: str = "*") -> list[str]:
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
+def explainer_class(name: str) -> type[Explainer]:
+    """The registered class of ``name``: its options and properties without building it for a model.
+
+    >>> explainer_class("gradcam").__name__
+    'GradCAMExplainer'
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown explainer '{name}'. Available: {', '.join(list_explainers())}.")
+    return _REGISTRY[name]
+
+
 def create_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
     """Build a registered explainer for ``model`` with its options (a clear error for unknown ones).
 
@@ -259,10 +270,9 @@ def create_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
     ...     print(error)
     Bad options for explainer 'saliency': SaliencyExplainer.__init__() got an unexpected keyword argument 'n_steps'.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown explainer '{name}'. Available: {', '.join(list_explainers())}.")
+    cls = explainer_class(name)
     try:
-        return _REGISTRY[name](model, **options)
+        return cls(model, **options)
     except TypeError as error:
         raise ConfigError(f"Bad options for explainer '{name}': {error}.") from error
 
