@@ -13,8 +13,8 @@ resnet18 is trained on each set, and for both models this prints, per seed:
 
 Usage::
 
-    python -m studies.tcav_control --seeds 0 1 2 3 4          # the test's setting: 48 px, 24 images a class (~2 min)
-    python -m studies.tcav_control --seeds 0 1 --size 96 --per-class 48 --epochs 20   # a control that learns holes
+    python -m studies.tcav_control --seeds 0 1 2 3 4          # the test's setting: 48 px, 24 images a class (1.5 min)
+    python -m studies.tcav_control --seeds 0 1 --size 96 --per-class 48 --epochs 20   # a control that learns holes (7.5 min)
 
 One CPU thread, as in the tests: the numbers are then the same on any machine.
 """

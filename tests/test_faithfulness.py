@@ -261,20 +261,29 @@ class _RecordingReadout(RegionReadout):
 
 @pytest.mark.parametrize("normalize_input", [True, False])
 def test_scoring_deletes_towards_the_mean_image_of_the_models_input_space(normalize_input: bool) -> None:
-    """The attribution pass follows the model's ``normalize_input``: its curves' end image is zeros for a model
-    that takes normalised images and the mean colour for one that takes [0, 1] values."""
+    """The attribution pass follows the model's ``normalize_input``: every image its curves show the model is made of
+    the image's own pixels and the mean image, zeros for a model that takes normalised images and the mean colour
+    for one that takes [0, 1] values; the end points (the whole image replaced) and the inner points alike."""
     from xai_lightning.data.transforms import IMAGENET_MEAN
     from xai_lightning.scoring import ScoringConfig
     from xai_lightning.scoring.batch import score_batch
 
     model = _RecordingReadout(normalize_input)
-    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
     masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
     masks[:, :4, :4] = True
     explainers = {"random": create_explainer("random", model)}
-    config = ScoringConfig(faithfulness_steps=2, faithfulness_baseline="mean")
+    config = ScoringConfig(faithfulness_steps=4, faithfulness_baseline="mean")
     scores = score_batch(model, explainers, images, masks, torch.ones(2, dtype=torch.long), config)
     assert not scores.errors, scores.errors
-    mean = torch.zeros(3) if normalize_input else torch.tensor(IMAGENET_MEAN)
-    expected = mean.view(1, 3, 1, 1).expand(2, 3, SIZE, SIZE)
-    assert any(batch.shape == expected.shape and torch.equal(batch, expected) for batch in model.seen)
+    mean = (torch.zeros(3) if normalize_input else torch.tensor(IMAGENET_MEAN)).view(1, 3, 1, 1)
+    shown = torch.cat(model.seen)  # single images, whichever batches the pass made of them
+    mean_image = mean.expand(1, 3, SIZE, SIZE)
+    # Per shown image and source image b: which pixels are b's own and which the mean image's.
+    from_image = shown[:, None] == images[None]  # (N, 2, 3, H, W)
+    from_mean = (shown == mean_image)[:, None].expand_as(from_image)
+    made_of = (from_image | from_mean).flatten(2).all(2).any(1)
+    assert made_of.all()  # nothing but an image's own pixels and the mean image
+    whole = (shown == mean_image).flatten(1).all(1)
+    mixed = ~whole & (shown == mean_image).flatten(1).any(1)
+    assert whole.any() and mixed.any()  # the end point and the inner points

@@ -37,6 +37,8 @@ from xai_lightning.evaluation.tcav import (
     concept_scores,
     default_layer,
     layer_for_backbone,
+    neutral_colour,
+    paste_centred,
     patch_side,
     patches_inside,
     random_patches,
@@ -174,18 +176,38 @@ def test_the_marker_concept_drives_the_shortcut_class_only(arm):
 
 def test_the_tcav_layer_is_chosen_per_backbone_and_a_wrong_one_is_named():
     """``--tcav-layer`` values: a backbone's own entry first, then the one for every backbone, else the default;
-    malformed and repeated entries, and a path that is not a module of the model, are refused with the option."""
+    malformed and repeated entries, and a path outside the model's encoder, are refused with the option."""
     values = ["encoder.layer3", "vit_b_16=encoder.encoder"]
     assert layer_for_backbone(values, "vit_b_16") == "encoder.encoder"
     assert layer_for_backbone(values, "resnet18") == "encoder.layer3"
     assert layer_for_backbone(["vit_b_16=encoder.encoder"], "resnet18") is None
-    for bad in (["=encoder.layer3"], ["resnet18="], ["encoder.layer2", "encoder.layer3"]):
+    for bad in (["=encoder.layer3"], ["resnet18="], ["resnet18=a=b"], ["encoder.layer2", "encoder.layer3"]):
         with pytest.raises(ConfigError, match="--tcav-layer"):
             layer_for_backbone(bad, "resnet18")
     model = MultiTaskClassifier("resnet18", class_names=["good", "hole"])
-    assert check_layer(model, "encoder.layer2") == "encoder.layer2"
-    with pytest.raises(ConfigError, match=r"'encoder\.layer9'.*encoder\.layer1, encoder\.layer2"):
-        check_layer(model, "encoder.layer9")
+    assert check_layer(model.encoder, "encoder.layer2") == "encoder.layer2"
+    assert check_layer(model.encoder, "encoder.layer2.0.conv1") == "encoder.layer2.0.conv1"
+    # Not in the encoder: a typo, the encoder itself, and the segmentation decoder (no class logit runs through it).
+    for wrong in ("encoder.layer9", "encoder", "decoder.deep"):
+        assert wrong == "encoder" or wrong not in [f"encoder.{name}" for name, _ in model.encoder.named_modules()]
+        with pytest.raises(ConfigError, match=rf"'{wrong}'.*encoder\.layer1, encoder\.layer2"):
+            check_layer(model.encoder, wrong, backbone="resnet18")
+
+
+def test_concept_patches_sit_on_the_mean_colour_of_the_models_input_space():
+    """The neutral image is zeros for a model that takes normalised images and the ImageNet mean colour for one that
+    takes [0, 1] values (``data.normalize: false``), as the curves' ``mean`` baseline is."""
+    from xai_lightning.data.transforms import IMAGENET_MEAN
+
+    normalised = MultiTaskClassifier("resnet18", class_names=["good", "hole"])
+    raw = MultiTaskClassifier("resnet18", class_names=["good", "hole"], normalize_input=False)
+    assert torch.equal(neutral_colour(normalised), torch.zeros(3))
+    assert torch.allclose(neutral_colour(raw), torch.tensor(IMAGENET_MEAN))
+    patch = torch.ones(3, 2, 2)
+    pasted = paste_centred(patch, 6, neutral_colour(raw))
+    assert torch.equal(pasted[:, 2:4, 2:4], patch)
+    assert torch.allclose(pasted[:, 0, 0], torch.tensor(IMAGENET_MEAN))
+    assert torch.equal(paste_centred(patch, 6)[:, 0, 0], torch.zeros(3))
 
 
 class _Recorder(torch.nn.Module):
@@ -242,9 +264,20 @@ def test_the_marker_transplant_separates_the_shortcut_model_from_the_control(arm
     assert defect_gain < 0.5, report
 
 
-def test_tcav_table_has_one_row_per_class_and_concept(arm, tmp_path):
+def test_tcav_table_has_one_row_per_class_and_concept(arm, tmp_path, monkeypatch):
     """``tcav_table`` of a loaded run: every (class, defect concept) once, p-values in [0, 1], and the matches
     table one row per defect class."""
+    import xai_lightning.evaluation.tcav as tcav
+
+    # Each concept's transplant effects tell which concept (call order) and class (column) they belong to.
+    calls: list[int] = []
+
+    def numbered_effects(model, sources, masks, targets, generator):
+        calls.append(len(calls))
+        classes = torch.arange(len(arm.data.class_names), dtype=torch.float32)
+        return (100.0 * calls[-1] + classes).repeat(len(targets), 1)  # not expand: median of a stride-0 tensor is wrong
+
+    monkeypatch.setattr(tcav, "transplant_effects", numbered_effects)
     loaded = LoadedRun(Run(tmp_path / "known_answer" / "seed0", planned_seed=0), arm.model, arm.data, "best")
     table = tcav_table(loaded, split="train", patches_per_concept=PATCHES, random_runs=RANDOM_RUNS, seed=SEED)
     defects = [name for name in arm.data.class_names if name != "good"]
@@ -252,7 +285,10 @@ def test_tcav_table_has_one_row_per_class_and_concept(arm, tmp_path):
     assert len(table) == len(arm.data.class_names) * len(defects)
     assert not table.duplicated(["class", "concept"]).any()
     assert table["p_value"].between(0, 1).all()
-    assert table["transplant_effect"].notna().all()
+    concept_order = [name for name in arm.data.class_names if name in defects]
+    expected = [100.0 * concept_order.index(concept) + arm.data.class_names.index(label) for label, concept in
+                zip(table["class"], table["concept"])]  # fmt: skip
+    assert table["transplant_effect"].tolist() == expected
     assert (table["layer"] == default_layer(arm.model)).all()
     assert set(table[["experiment", "run", "seed"]].itertuples(index=False)) == {("known_answer", "seed0", 0)}
     matches = concept_matches(table)

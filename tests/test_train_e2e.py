@@ -359,7 +359,7 @@ def test_evaluate_adds_the_layer_sensitivity_the_radar_and_tcav_to_the_report(sm
     out = tmp_path / "eval"
     args = [str(run_dir.parent), "--out", str(out), "--methods", "gradcam", "saliency", "--check-images-per-class", "0"]
     # A backbone's own --tcav-layer entry wins over the entry for every backbone.
-    tcav_layers = ["--tcav-layer", "encoder.layer3", "--tcav-layer", "resnet18=encoder.layer2"]
+    tcav_layers = ["--tcav-layer", "encoder.layer1", "--tcav-layer", "resnet18=encoder.layer2"]
     analyses = ["--layer-sensitivity", "--layer-method", "guided_gradcam", "--tcav", *tcav_layers]
     evaluate([*args, *analyses, "--no-wandb", "--bootstrap", "200", "--xai-splits", "test"])
     report = (out / "report.md").read_text()
@@ -369,6 +369,11 @@ def test_evaluate_adds_the_layer_sensitivity_the_radar_and_tcav_to_the_report(sm
     tcav = pd.read_csv(out / "tcav.csv")
     assert set(tcav["concept"]) == {"crack", "cut", "hole", "print"} and tcav["p_value"].between(0, 1).all()
     assert set(tcav["layer"]) == {"encoder.layer2"}
+    # A backbone that no run uses (a typo) and a path outside the encoder are refused before any run is evaluated.
+    for wrong, named in ((["resnet81=encoder.layer2"], "'resnet81'"), (["decoder.deep"], "'decoder.deep'")):
+        with pytest.raises(ConfigError, match=named):
+            evaluate([*args, "--tcav", "--tcav-layer", *wrong, "--no-wandb", "--out", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
     assert {"gradcam", "saliency"} <= set(pd.read_csv(out / "tables" / "tcav_maps.csv").columns)
     layers = pd.read_csv(out / "layer_sensitivity.csv")
     assert set(layers["stage"]) == {"stem", "layer1", "layer2", "layer3", "layer4"}  # every stage of resnet18

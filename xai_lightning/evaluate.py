@@ -28,6 +28,7 @@ from xai_lightning.evaluation.settings import checked_overrides, configured_meth
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES, POINTING_TIES, WIN_TIES
 from xai_lightning.reporting.report import build_report
+from xai_lightning.models.backbones import create_backbone
 from xai_lightning.runs import LoadedRun, Run, find_runs
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES
 from xai_lightning.scoring import ScoringConfig
@@ -257,7 +258,7 @@ def evaluate_one(
     checked = check_run(
         loaded, methods, check_split, settings, seed=CHECK_SEED, experiment=experiment, known_maps=explained.maps
     )
-    backbone = (run.config.get("model") or {}).get("backbone")
+    backbone = run.backbone
     out.tables["per_image"] += [explained.per_image, checked.per_image.assign(backbone=backbone)]
     out.tables["faithfulness_curves"].append(explained.curves)
     out.tables["agreement"].append(explained.agreement)
@@ -293,9 +294,7 @@ def optional_analyses(
             )
         )
     if args.tcav:
-        layer = layer_for_backbone(args.tcav_layer, backbone)
-        if layer:
-            check_layer(loaded.model, layer, f"evaluate.py --tcav-layer for {backbone} runs")
+        layer = layer_for_backbone(args.tcav_layer, backbone)  # checked for every run's backbone by check_tcav_layers
         table = tcav_table(loaded, split="train", layer=layer, seed=CHECK_SEED, experiment=experiment)
         out.tables["tcav"].append(table)
 
@@ -359,6 +358,23 @@ def check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"evaluate.py --{option.replace('_', '-')} is {value}; use 1 or more.")
 
 
+def check_tcav_layers(runs: list[Run], layers: list[str]) -> None:
+    """Refuse, before any run is evaluated, a ``--tcav-layer`` entry for a backbone that no run uses (a typo would
+    silently fall back to the default layer) and a path that is not in the encoder of a backbone it applies to."""
+    backbones = sorted({run.backbone for run in runs})
+    unused = sorted({value.partition("=")[0] for value in layers if "=" in value} - set(backbones))
+    if unused:
+        raise ConfigError(
+            f"evaluate.py --tcav-layer names backbone {', '.join(map(repr, unused))}, which no run evaluated here "
+            f"uses; the runs use {', '.join(backbones)}."
+        )
+    for backbone in backbones:
+        layer = layer_for_backbone(layers, backbone)
+        if layer:
+            option = f"evaluate.py --tcav-layer for the {backbone} runs"
+            check_layer(create_backbone(backbone).encoder, layer, option, backbone)
+
+
 def evaluate_all(
     experiments: dict[Path, list[Run]], args: argparse.Namespace, settings: CheckSettings
 ) -> tuple[Collected, Run, dict[str, str]]:
@@ -391,6 +407,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     check_options(args)
     settings = check_settings(args)
     experiments = {directory: find_runs(directory) for directory in args.experiment_dirs}
+    if args.tcav and args.tcav_layer:
+        check_tcav_layers([run for runs in experiments.values() for run in runs], args.tcav_layer)
     out = args.out or args.experiment_dirs[0] / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     collected, first, failed = evaluate_all(experiments, args, settings)

@@ -212,6 +212,13 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
+    def backbone(self) -> str:
+        """The run's ``model.backbone`` as its saved config records it (the model's default when it does not)."""
+        from xai_lightning.models.backbones import DEFAULT_BACKBONE  # torchvision only when asked
+
+        return (self.config.get("model") or {}).get("backbone") or DEFAULT_BACKBONE
+
+    @property
     def weights(self) -> str | None:
         """What the encoder started from, as the manifest records it (``imagenet`` or ``scratch``; None: unknown)."""
         return (self.manifest.get("model") or {}).get("weights")

@@ -95,8 +95,9 @@ def explanation_methods(poster_methods: dict[str, dict], early_stage: str, varia
 def backbone_of(args: list[str]) -> str:
     """The ``model.backbone`` the training CLI will use: the last ``--config`` or ``--model.backbone`` wins."""
     from xai_lightning.experiment import config_value
+    from xai_lightning.models.backbones import DEFAULT_BACKBONE
 
-    return config_value(args, "model.backbone", "resnet18")  # MultiTaskClassifier's default
+    return config_value(args, "model.backbone", DEFAULT_BACKBONE)
 
 
 def early_stage_of(backbone: str) -> str:

@@ -2,7 +2,7 @@
 
 Concept images of a defect class are square patches cut from that class's images, centred on a pixel inside the
 defect mask; the counter-examples are patches of ``good`` images at random positions. Each patch is pasted, at its
-own scale, at the centre of a neutral image (zeros after normalisation: the data set's mean colour). Pasting rather
+own scale, at the centre of a neutral image (the data set's mean colour, in the model's input space). Pasting rather
 than resizing the patch up to the input size keeps the defect at the scale the network sees it in real images (a
 layer's features are scale-dependent: a 4x enlarged 9 px marker is another pattern to a resnet) and puts concept and
 random patches at the same place, so a CAV cannot separate them by position alone.
@@ -34,7 +34,9 @@ from scipy.stats import ttest_ind
 from torch import Tensor, nn
 
 from xai_lightning.data.classes import DEFECT_TYPES
+from xai_lightning.data.transforms import input_normalized
 from xai_lightning.errors import ConfigError
+from xai_lightning.explain.baselines import MEAN, baseline_image
 from xai_lightning.explain.captum_support import ClassLogits
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ DEFAULT_PATCH_FRACTION = 0.25
 #: Images of each target class whose gradients the TCAV score is taken over.
 DEFAULT_IMAGES_PER_CLASS = 20
 SIGNIFICANCE_LEVEL = 0.05
+#: The model's encoder, whose modules CAVs can be trained on.
+ENCODER_PREFIX = "encoder"
 #: Captum's score of the fraction of inputs with a positive directional derivative (the paper's TCAV_Q).
 SCORE = "sign_count"
 TCAV_COLUMNS = [
@@ -124,9 +128,18 @@ def patch_side(image_size: int, fraction: float = DEFAULT_PATCH_FRACTION) -> int
     return min(image_size, max(1, round(fraction * image_size)))
 
 
-def paste_centred(patch: Tensor, size: int) -> Tensor:
-    """(3, size, size): ``patch`` at the centre of a neutral image (zeros: the mean colour after normalisation)."""
+def neutral_colour(model: nn.Module) -> Tensor:
+    """(3,) the colour of the neutral image concept patches are pasted on: the data set's mean colour, in the model's
+    input space (zeros once ImageNet-normalised, the mean itself for [0, 1] inputs, ``data.normalize: false``)."""
+    return baseline_image(MEAN, torch.zeros(1, 3, 1, 1), normalized=input_normalized(model))[0, :, 0, 0]
+
+
+def paste_centred(patch: Tensor, size: int, background: Tensor | None = None) -> Tensor:
+    """(3, size, size): ``patch`` at the centre of a neutral image of colour ``background`` (3,), by default zeros:
+    the mean colour of normalised images (see :func:`neutral_colour`)."""
     canvas = patch.new_zeros((patch.shape[0], size, size))
+    if background is not None:
+        canvas += background.to(canvas).view(-1, 1, 1)
     top, left = (size - patch.shape[1]) // 2, (size - patch.shape[2]) // 2
     canvas[:, top : top + patch.shape[1], left : left + patch.shape[2]] = patch
     return canvas
@@ -139,8 +152,11 @@ def _cut(image: Tensor, top: int, left: int, side: int) -> Tensor:
     return image[:, top : top + side, left : left + side]
 
 
-def patches_inside(images: Tensor, masks: Tensor, count: int, side: int, generator: torch.Generator) -> Tensor:
-    """(count, 3, H, W) concept images: squares centred on random pixels inside ``masks``, pasted centred.
+def patches_inside(
+    images: Tensor, masks: Tensor, count: int, side: int, generator: torch.Generator, background: Tensor | None = None
+) -> Tensor:
+    """(count, 3, H, W) concept images: squares centred on random pixels inside ``masks``, pasted centred (on
+    ``background``, see :func:`paste_centred`).
 
     ``images`` (N, 3, H, W) and ``masks`` (N, H, W) or (N, 1, H, W); images with an empty mask are skipped, and
     the rest are used in a random order (one patch each, then again in a new order when ``count`` exceeds them).
@@ -156,19 +172,22 @@ def patches_inside(images: Tensor, masks: Tensor, count: int, side: int, generat
         ys, xs = torch.nonzero(masks[i], as_tuple=True)
         pick = int(torch.randint(len(ys), (1,), generator=generator))
         top, left = int(ys[pick]) - side // 2, int(xs[pick]) - side // 2
-        patches.append(paste_centred(_cut(images[i], top, left, side), images.shape[-1]))
+        patches.append(paste_centred(_cut(images[i], top, left, side), images.shape[-1], background))
     return torch.stack(patches)
 
 
-def random_patches(images: Tensor, count: int, side: int, generator: torch.Generator) -> Tensor:
-    """(count, 3, H, W) random images: squares at uniform positions of random ``images``, pasted centred."""
+def random_patches(
+    images: Tensor, count: int, side: int, generator: torch.Generator, background: Tensor | None = None
+) -> Tensor:
+    """(count, 3, H, W) random images: squares at uniform positions of random ``images``, pasted centred (on
+    ``background``)."""
     height, width = images.shape[-2:]
     patches = []
     for _ in range(count):
         i = int(torch.randint(len(images), (1,), generator=generator))
         top = int(torch.randint(height - side + 1, (1,), generator=generator))
         left = int(torch.randint(width - side + 1, (1,), generator=generator))
-        patches.append(paste_centred(_cut(images[i], top, left, side), width))
+        patches.append(paste_centred(_cut(images[i], top, left, side), width, background))
     return torch.stack(patches)
 
 
@@ -326,15 +345,21 @@ def default_layer(model: nn.Module) -> str:
     return cam
 
 
-def check_layer(model: nn.Module, layer: str, option: str = "tcav_table's `layer`") -> str:
-    """``layer`` when it is a module of ``model`` (a dotted path such as ``encoder.layer3``); otherwise a
-    ConfigError naming ``option`` and the model's encoder stages."""
-    if layer not in dict(model.named_modules()):
-        stages = ", ".join(f"encoder.{name}" for name, _ in model.encoder.named_children())
-        backbone = getattr(model, "hparams", {}).get("backbone", "this")
+def check_layer(
+    encoder: nn.Module, layer: str, option: str = "tcav_table's `layer`", backbone: str | None = None
+) -> str:
+    """``layer`` when it is ``encoder.<path>`` of a module of the model's ``encoder``; otherwise a ConfigError naming
+    ``option`` and the encoder's stages.
+
+    Only the encoder: every class logit passes through it, while the segmentation decoder never runs for one (a CAV
+    there would have no gradient to be compared with).
+    """
+    path = layer.removeprefix(f"{ENCODER_PREFIX}.") if layer.startswith(f"{ENCODER_PREFIX}.") else ""
+    if not path or path not in dict(encoder.named_modules()):
+        stages = ", ".join(f"{ENCODER_PREFIX}.{name}" for name, _ in encoder.named_children())
         raise ConfigError(
-            f"{option} is {layer!r}, which is not a module of the {backbone} model. Use a dotted path inside the "
-            f"model, e.g. one of its encoder stages: {stages}."
+            f"{option} is {layer!r}, which is not a module of the {backbone or 'model'}'s encoder. Use a dotted path "
+            f"inside it, e.g. one of its stages: {stages}."
         )
     return layer
 
@@ -347,8 +372,8 @@ def layer_for_backbone(
     entries are refused, naming ``option``."""
     chosen: dict[str | None, str] = {}
     for value in layers:
-        name, _, path = value.rpartition("=") if "=" in value else (None, "", value)
-        if not path or name == "":
+        name, _, path = value.partition("=") if "=" in value else (None, "", value)
+        if not path or name == "" or "=" in path:
             raise ConfigError(f"{option} is {value!r}; use a module path (encoder.layer3) or BACKBONE=PATH.")
         if name in chosen:
             raise ConfigError(
@@ -392,7 +417,9 @@ def tcav_table(
     images (:func:`transplant_effects`): how far the output moves, where TCAV gives a direction. Seeded by ``seed``.
     """
     model, data = loaded_run.model, loaded_run.data
-    layer = check_layer(model, layer) if layer else default_layer(model)
+    backbone = getattr(model, "hparams", {}).get("backbone")
+    layer = check_layer(model.encoder, layer, backbone=backbone) if layer else default_layer(model)
+    background = neutral_colour(model)
     frame, dataset = data.frame(split), data.dataset(split)
     generator = torch.Generator().manual_seed(seed)
     class_names = list(model.class_names)
@@ -412,12 +439,12 @@ def tcav_table(
     good_inputs = inputs[class_names.index("good")]
     for label in (name for name in class_names if name in DEFECT_TYPES and positions[name]):
         images, masks = _load(dataset, positions[label][:pool])
-        concepts[label] = [patches_inside(images, masks, patches_per_concept, side, generator) for _ in
+        concepts[label] = [patches_inside(images, masks, patches_per_concept, side, generator, background) for _ in
                            range(random_runs)]  # fmt: skip
         transplants[label] = (
             transplant_effects(model, images, masks, good_inputs, transplant_generator).median(0).values
         )
-    counterparts, chance = ([random_patches(good_images, patches_per_concept, side, generator) for _ in
+    counterparts, chance = ([random_patches(good_images, patches_per_concept, side, generator, background) for _ in
                              range(random_runs)] for _ in range(2))  # fmt: skip
     results = concept_scores(model, layer, concepts, counterparts, chance, inputs)
     run = loaded_run.run

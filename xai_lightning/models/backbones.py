@@ -56,6 +56,8 @@ class Backbone:
 BackboneBuilder = Callable[[nn.Module], Backbone]
 
 _REGISTRY: dict[str, BackboneBuilder] = {}
+#: The backbone of a model (and of a run whose config names none).
+DEFAULT_BACKBONE = "resnet18"
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:

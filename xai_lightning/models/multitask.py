@@ -20,7 +20,7 @@ from xai_lightning.data.classes import HAZELNUT_CLASSES
 from xai_lightning.data.dataset import Sample
 from xai_lightning.data.splits import SPLITS
 from xai_lightning.errors import ConfigError
-from xai_lightning.models.backbones import create_backbone, pretrained_weights_cached
+from xai_lightning.models.backbones import DEFAULT_BACKBONE, create_backbone, pretrained_weights_cached
 from xai_lightning.models.losses import multitask_loss
 
 
@@ -129,7 +129,7 @@ class MultiTaskClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
+        backbone: str = DEFAULT_BACKBONE,
         class_names: list[str] | None = None,
         pretrained: bool | Literal["if_available"] = False,
         seg_loss_weight: float = 1.0,

@@ -22,7 +22,7 @@ __all__ = ["layer_section", "tcav_section"]
 def layer_section(writer: ReportWriter, table: pd.DataFrame) -> Section | None:
     """Section "Which layer to explain": the overall mean ± std per stage and metric, and the figure per experiment.
 
-    ``table`` is :func:`layer_table` output (the per-class values go to ``tables/layer_sensitivity_per_class.csv``).
+    ``table`` is :func:`~xai_lightning.evaluation.layers.layer_table` output (the per-class values go to ``tables/layer_sensitivity_per_class.csv``).
     Left out (None) when ``table`` has no rows.
     """
     if table is None or table.empty:
