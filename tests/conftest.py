@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from torch import Tensor, nn
 
 # Tests never touch the network: W&B writes offline runs that the tests read back.
@@ -37,6 +38,16 @@ def dataset_copy(smoke_root, tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(smoke_root, target)
     return target
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for a module's trained models: the run is then the same on any machine, and on a loaded
+    2-core CPU two threads are several times slower than one (they wait for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def smoke_args(data_root: Path, experiment_dir: Path, *extra: str) -> list[str]:

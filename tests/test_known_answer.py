@@ -47,7 +47,8 @@ from xai_lightning.metrics import (
 from xai_lightning.metrics.sanity import default_randomization_layers, randomize_layer
 from xai_lightning.models import MultiTaskClassifier
 
-pytestmark = pytest.mark.slow
+# One CPU thread for the whole module (tests/conftest.py `one_thread`).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 #: One defect class (``hole``, the marker a magenta ring) against ``good``, which never carries a marker:
 #: the smallest problem in which the marker predicts the class. With more classes a run this short leaves
@@ -158,16 +159,6 @@ def _train(data: MVTecDataModule, seed: int = SEED, epochs: int = EPOCHS) -> Mul
         )
         trainer.fit(model, train_dataloaders=data.train_dataloader())
     return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread for the whole module: the run is then the same on any machine, and on a
-    loaded 2-core CPU two threads are several times slower than one (they wait for each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

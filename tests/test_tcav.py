@@ -75,15 +75,6 @@ def _datamodule(root: Path, shortcut_fraction: float) -> MVTecDataModule:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One CPU thread: the same numbers on any machine, and faster than two on a loaded 2-core CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def arm(tmp_path_factory, one_thread) -> Arm:
     """The shortcut model, trained on the marked set."""
     data = _datamodule(tmp_path_factory.mktemp("tcav-known-answer") / "shortcut", 1.0)

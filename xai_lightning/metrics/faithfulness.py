@@ -64,6 +64,7 @@ def deletion_curve(
     batch_size: int | None = None,
     endpoints: tuple[Tensor, Tensor] | None = None,
     normalized: bool = True,
+    reference: Tensor | None = None,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are replaced by the baseline.
 
@@ -90,10 +91,14 @@ def deletion_curve(
             scoring several methods computes them once instead of twice per method.
         normalized: whether ``images`` are ImageNet-normalised (false: [0, 1] values), which decides
             what the ``"mean"`` baseline's values are.
+        reference: the (B, C, H, W) baseline image itself, when the caller has it (``baseline``,
+            ``blur_sigma`` and ``normalized`` are then not used): a caller scoring several methods
+            makes it once instead of once per method and curve.
     """
     return _curve(
-        classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, False, endpoints, normalized
-    )
+        classify, images, targets, maps, steps, batch_size, insert=False, endpoints=endpoints, reference=reference,
+        baseline=baseline, blur_sigma=blur_sigma, normalized=normalized,
+    )  # fmt: skip
 
 
 def insertion_curve(
@@ -107,6 +112,7 @@ def insertion_curve(
     batch_size: int | None = None,
     endpoints: tuple[Tensor, Tensor] | None = None,
     normalized: bool = True,
+    reference: Tensor | None = None,
 ) -> Tensor:
     """(B, steps + 1) target probabilities as the map's top pixels are put back onto the baseline.
 
@@ -114,7 +120,10 @@ def insertion_curve(
     the baseline image, point ``steps`` the original. A faithful map makes the probability rise
     early: a high :func:`curve_area` is good.
     """
-    return _curve(classify, images, targets, maps, steps, baseline, blur_sigma, batch_size, True, endpoints, normalized)
+    return _curve(
+        classify, images, targets, maps, steps, batch_size, insert=True, endpoints=endpoints, reference=reference,
+        baseline=baseline, blur_sigma=blur_sigma, normalized=normalized,
+    )  # fmt: skip
 
 
 def curve_area(curve: Tensor) -> Tensor:
@@ -134,12 +143,14 @@ def _curve(
     targets: Tensor,
     maps: Tensor,
     steps: int,
+    batch_size: int | None,
+    *,
+    insert: bool,
+    endpoints: tuple[Tensor, Tensor] | None,
+    reference: Tensor | None,
     baseline: str,
     blur_sigma: float,
-    batch_size: int | None,
-    insert: bool,
-    endpoints: tuple[Tensor, Tensor] | None = None,
-    normalized: bool = True,
+    normalized: bool,
 ) -> Tensor:
     _check_int("steps", steps)
     if batch_size is None:
@@ -151,7 +162,8 @@ def _curve(
     n_points = steps + 1
     # Inference tensors (Lightning's test loop) work here: nothing is saved for backward.
     with torch.no_grad():
-        reference = curve_baseline(images, baseline, blur_sigma, normalized)
+        if reference is None:
+            reference = curve_baseline(images, baseline, blur_sigma, normalized)
         # Deletion moves from the image towards the reference; insertion from the reference back.
         start_image, end_image = (reference, images) if insert else (images, reference)
         order = torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices

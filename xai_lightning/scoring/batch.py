@@ -85,7 +85,10 @@ def score_batch(
     targets = labels if config.target == "label" else predictions
     explained = explain_batch(explainers, images, targets)
     result = BatchScores(labels=labels, targets=targets, predictions=predictions, errors=dict(explained.errors))
-    endpoints = _curve_endpoints(model, images, logits, targets, config) if config.faithfulness_steps else None
+    if config.faithfulness_steps:
+        # One baseline image for every method's curves, in the model's input space.
+        reference = curve_baseline(images, config.faithfulness_baseline, normalized=input_normalized(model))
+        endpoints = _curve_endpoints(model, reference, logits, targets)
     for name, maps in explained.maps.items():
         scores: dict[str, Tensor] = {}
         if config.faithfulness_steps:
@@ -100,7 +103,7 @@ def score_batch(
                         config.faithfulness_steps,
                         config.faithfulness_baseline,
                         endpoints=endpoints,
-                        normalized=input_normalized(model),
+                        reference=reference,
                     )
                     for curve, function in CURVES.items()
                 }
@@ -128,10 +131,10 @@ def score_batch(
     return result
 
 
-def _curve_endpoints(model: nn.Module, images: Tensor, logits: Tensor, targets: Tensor, config: ScoringConfig):
-    """The target's probability on the images and on their baseline: the two ends of every method's curves."""
+def _curve_endpoints(model: nn.Module, reference: Tensor, logits: Tensor, targets: Tensor):
+    """The target's probability on the images (``logits``) and on their baseline image ``reference``: the two ends
+    of every method's curves."""
     with torch.no_grad():
-        reference = curve_baseline(images, config.faithfulness_baseline, normalized=input_normalized(model))
         reference_logits = model.classify(reference)
     return tuple(
         values.float().softmax(1).gather(1, targets.view(-1, 1))[:, 0] for values in (logits, reference_logits)
