@@ -28,6 +28,7 @@ from xai_lightning.evaluation.settings import checked_overrides, configured_meth
 from xai_lightning.evaluation.summary_run import log_report_to_wandb
 from xai_lightning.metrics.names import DEFAULT_WIN_TIES, POINTING_TIES, WIN_TIES
 from xai_lightning.reporting.report import build_report
+from xai_lightning.reporting.report_sections import SYNTHETIC_DATA_NOTE
 from xai_lightning.models.backbones import create_backbone
 from xai_lightning.runs import LoadedRun, Run, find_runs
 from xai_lightning.metrics.faithfulness import CURVE_BASELINES
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     notes = [f"Runs: {', '.join(f'{d} ({len(r)} seeds)' for d, r in experiments.items())}."]
     if collected.synthetic:
-        notes.append("Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD.")
+        notes.append(SYNTHETIC_DATA_NOTE)
     if written["scoring"] is not None:
         notes += scoring_notes(collected.differences)
     notes += [f"FAILED and left out: {run} ({error})." for run, error in failed.items()]

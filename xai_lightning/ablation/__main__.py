@@ -26,6 +26,7 @@ from xai_lightning.ablation.table import ablation_table
 from xai_lightning.errors import ConfigError
 from xai_lightning.experiment import parse_seeds
 from xai_lightning.reporting.hierarchical import HIERARCHICAL_N_BOOT
+from xai_lightning.reporting.report_sections import SYNTHETIC_DATA_NOTE
 from xai_lightning.runs import find_runs
 
 #: The training script every arm runs (through the seed launcher).
@@ -80,7 +81,7 @@ def _data_notes(runs) -> list[str]:
     """What the report must say of the data and the weights the poster arm trained on."""
     notes = []
     if any((run.manifest.get("data") or {}).get("kind") == "synthetic" for run in runs):
-        notes.append("Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD.")
+        notes.append(SYNTHETIC_DATA_NOTE)
     if any(run.weights == "scratch" for run in runs):
         notes.append("Weights: FROM SCRATCH (no ImageNet weights file), not the poster's pretrained encoder.")
     return notes

@@ -106,4 +106,4 @@ def early_stage_of(backbone: str) -> str:
 
     spec = create_backbone(backbone)
     stages = list(spec.stage_shapes())
-    return stages[stages.index(spec.cam_layer.split(".")[0]) - 1]
+    return stages[stages.index(spec.cam_stage) - 1]

@@ -73,6 +73,7 @@ def write_outputs(table: pd.DataFrame, out: Path, notes: list[str]) -> Report:
             f"Poster ablation, {metric.replace('_', '-')}: estimate (Δ vs poster, ✓ holds)",
         )
     writer.figure("ablation", ablation_figure, table)
+    said = sentences(table)
     lines = ["# Why does Grad-CAM win in the poster?", "", *[f"> {note}" for note in notes], ""]
     lines += [
         "Each factor changes one choice of the poster's pipeline. The CIs resample seeds, then images (the "
@@ -82,11 +83,11 @@ def write_outputs(table: pd.DataFrame, out: Path, notes: list[str]) -> Report:
         "",
         to_markdown(shown),
         "",
-        *[f"- {line}" for line in sentences(table)],
+        *[f"- {line}" for line in said],
         "",
         "![ablation](figures/ablation.png)",
         "",
     ]
-    writer.report.sentences = sentences(table)
+    writer.report.sentences = said
     writer.report.path.write_text("\n".join(lines))
     return writer.report

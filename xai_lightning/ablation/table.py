@@ -59,7 +59,7 @@ def ablation_table(
     baseline = factor_values(tables, next(f for f in factors if f.name == POSTER))
     rows = []
     for factor in factors:
-        values = factor_values(tables, factor)
+        values = baseline if factor.name == POSTER else factor_values(tables, factor)
         for metric, frame in values.items():
             methods = [*POSTER_METHODS, *(REFERENCES if metric == "score" else ())]
             scored = frame.dropna(subset=["value"])

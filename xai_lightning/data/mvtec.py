@@ -61,7 +61,7 @@ def class_folders(split_dir: Path) -> list[Path]:
         if not entry.is_dir():
             continue
         try:
-            images = _images_in(entry)
+            images = image_files(entry)
         except OSError as error:
             raise DatasetError(
                 f"Class folder '{entry}' cannot be read ({type(error).__name__}: {error}). Fix its permissions, or "
@@ -90,7 +90,7 @@ def build_index(root: str | Path, category: str = "hazelnut", *, verify_images: 
     rows: list[dict] = []
     for mvtec_split in MVTEC_SPLITS:
         for class_dir in class_folders(category_dir / mvtec_split):
-            for image_path in _images_in(class_dir):
+            for image_path in image_files(class_dir):
                 label = class_dir.name
                 mask_path = None if label == GOOD else _mask_for(category_dir, label, image_path)
                 rows.append(
@@ -166,7 +166,8 @@ def _category_dir(root: Path, category: str) -> Path:
     return category_dir
 
 
-def _images_in(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (by suffix, hidden files left out), sorted."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 

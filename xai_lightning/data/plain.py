@@ -21,7 +21,7 @@ import pandas as pd
 
 from xai_lightning.data.classes import GOOD, label_order
 from xai_lightning.data.layout import TEST_DIR
-from xai_lightning.data.mvtec import IMAGE_SUFFIXES, INDEX_COLUMNS, check_files, class_folders
+from xai_lightning.data.mvtec import IMAGE_SUFFIXES, INDEX_COLUMNS, check_files, class_folders, image_files
 from xai_lightning.errors import DatasetError
 
 #: Folders of the folder form, inside the dataset root.
@@ -115,21 +115,17 @@ def _folder_rows(root: Path, category: str) -> list[dict]:
         masks = {} if label == GOOD else _masks_by_stem(root / MASKS_DIR / label)
         if label == GOOD and (root / MASKS_DIR / GOOD).is_dir():
             warnings.warn(f"'{root / MASKS_DIR / GOOD}' is ignored: '{GOOD}' images have no mask.", stacklevel=3)
-        for image_path in _image_files(class_dir):
+        for image_path in image_files(class_dir):
             mask_path = None if label == GOOD else _mask_for(masks, root, label, image_path)
             rows.append(_row(label, image_path, mask_path, category))
     return rows
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def _masks_by_stem(mask_dir: Path) -> dict[str, list[Path]]:
     """The mask files of a class folder by stem ({} when the folder is missing: each image then reports it)."""
     masks: dict[str, list[Path]] = {}
     if mask_dir.is_dir():
-        for path in _image_files(mask_dir):
+        for path in image_files(mask_dir):
             masks.setdefault(path.stem, []).append(path)
     return masks
 

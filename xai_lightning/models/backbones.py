@@ -39,6 +39,11 @@ class Backbone:
     skip_stage: str
     cam_layer: str
 
+    @property
+    def cam_stage(self) -> str:
+        """The encoder stage that holds the Grad-CAM layer."""
+        return self.cam_layer.split(".")[0]
+
     def stage_shapes(self, size: int = 64) -> dict[str, tuple[int, int]]:
         """``{stage: (channels, stride)}`` of the stages that output a feature map (B, C, h, w), in order,
         measured with one dry forward pass on a ``size``² input (a ViT's token stages are left out)."""

@@ -83,7 +83,9 @@ class TransposedDecoder(nn.Module):
         self.steps = nn.Sequential(*layers)
         self.head = nn.Conv2d(in_channels, 1, 1)
 
-    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, deep: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Mask logits at ``size`` from ``features`` alone; ``deep`` (the last stage's output) is taken only to
+        share :class:`SegmentationDecoder`'s call, so the model calls either decoder the same way."""
         logits = self.head(self.steps(features))
         if tuple(logits.shape[-2:]) != tuple(size):  # an input size that is not the stride times the grid
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
@@ -167,7 +169,7 @@ class MultiTaskClassifier(pl.LightningModule):
             self.decoder_stage = spec.skip_stage
             self.decoder = SegmentationDecoder(shapes[spec.skip_stage][0], deep_channels, decoder_width)
         else:
-            self.decoder_stage = decoder_stage or spec.cam_layer.split(".")[0]
+            self.decoder_stage = decoder_stage or spec.cam_stage
             if self.decoder_stage not in shapes:
                 raise ConfigError(
                     f"`model.decoder_stage` is '{self.decoder_stage}'; {backbone}'s stages are {', '.join(shapes)}."
@@ -196,8 +198,6 @@ class MultiTaskClassifier(pl.LightningModule):
             x = stage(x)
             if name == self.decoder_stage:
                 read = x
-        if isinstance(self.decoder, TransposedDecoder):
-            return MultiTaskOutput(self.classifier(x), self.decoder(read, images.shape[-2:]))
         return MultiTaskOutput(self.classifier(x), self.decoder(read, x, images.shape[-2:]))
 
     def setup(self, stage: str) -> None:

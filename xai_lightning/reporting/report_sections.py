@@ -27,6 +27,8 @@ from xai_lightning.reporting.seeds import across_seeds, excluded_counts, latest_
 from xai_lightning.reporting.significance import paired_comparisons, significance_sentences
 from xai_lightning.reporting.tables import mean_std_table, to_markdown, write_table
 
+#: The report note of results on the generated data, which must never pass for MVTec AD's.
+SYNTHETIC_DATA_NOTE = "Data: SYNTHETIC hazelnut-like images (xai_lightning.data.synthetic), not MVTec AD."
 MODEL_METRICS = ["loss", "loss_ce", "loss_bce", "acc", "balanced_acc", "seg_iou"]
 #: The metrics with a table of their own per split and class, and the words their section is titled with.
 LOCALIZATION_SECTIONS = {"win_rate": "Win-rate", "tko": "Top-K overlap"}

@@ -18,6 +18,7 @@ from torch import Tensor
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import Explainer, PassCount, create_explainer, register_explainer
 from xai_lightning.explain.options import ExplainerOptions, option, positive_int, resolve_layer
+from xai_lightning.explain.shared import capture_outputs
 
 
 def _check_method(option_name: str, value: Any) -> str:
@@ -58,25 +59,31 @@ class CoarsenedExplainer(Explainer):
     def setup(self) -> None:
         self.inner = create_explainer(self.settings.inner, self.model, **(self.settings.inner_options or {}))
         self.inner.seed = self.seed
+        self._grids: dict[tuple[int, int], tuple[int, int]] = {}  # Grad-CAM grid per input size
 
     def passes(self, image_size: tuple[int, int]) -> PassCount:
         return self.inner.passes(image_size)
 
     def attribute(self, images: Tensor, targets: Tensor) -> Tensor:
         maps = self.inner.explain(images, targets)
-        grid = self.settings.grid or cam_grid(self.model, images[:1])
-        cells = F.adaptive_avg_pool2d(maps.unsqueeze(1), grid)
+        cells = F.adaptive_avg_pool2d(maps.unsqueeze(1), self._grid(images))
         return F.interpolate(cells, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+
+
+    def _grid(self, images: Tensor) -> int | tuple[int, int]:
+        """The cells per side: the option, or the Grad-CAM layer's grid at the images' size (found once per size:
+        it takes a forward pass)."""
+        if self.settings.grid:
+            return self.settings.grid
+        size = tuple(images.shape[-2:])
+        if size not in self._grids:
+            self._grids[size] = cam_grid(self.model, images[:1])
+        return self._grids[size]
 
 
 def cam_grid(model: torch.nn.Module, image: Tensor) -> tuple[int, int]:
     """(h, w) of the model's Grad-CAM layer output for ``image`` (one forward pass, hooked)."""
-    _, layer = resolve_layer(model, None)
-    shape: list[tuple[int, int]] = []
-    handle = layer.register_forward_hook(lambda module, args, output: shape.append(tuple(output.shape[-2:])))
-    try:
-        with torch.no_grad():
-            model.classify(image)
-    finally:
-        handle.remove()
-    return shape[0]
+    name, _ = resolve_layer(model, None)
+    with capture_outputs(model, (name,)) as captured, torch.no_grad():
+        model.classify(image)
+    return tuple(captured[name].shape[-2:])

@@ -6,16 +6,15 @@ model-free priors (a centred Gaussian and the image's edges) that a method must 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms.functional import gaussian_blur
 
 from xai_lightning.errors import ConfigError
 from xai_lightning.explain.base import PassCount, register_explainer
+from xai_lightning.explain.baselines import BLUR, baseline_image
 from xai_lightning.explain.captum_support import ReducedExplainer
 from xai_lightning.explain.options import ExplainerOptions, non_negative_float, positive_float
 from xai_lightning.explain.shared import GradientPass, GradientRequest
@@ -166,9 +165,7 @@ class EdgeExplainer(ReducedExplainer):
         magnitude = sobel_magnitude(images).amax(dim=1, keepdim=True)
         sigma = self.settings.blur_sigma
         if sigma > 0:
-            # A kernel covering ±3 sigma, kept below twice the image side (reflect padding needs pad < size).
-            kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * min(images.shape[-2:]) - 1)
-            magnitude = gaussian_blur(magnitude, [kernel, kernel], [sigma, sigma])
+            magnitude = baseline_image(BLUR, magnitude, blur_sigma=sigma)  # the baselines' blur, any channel count
         return magnitude[:, 0]
 
 
